@@ -1,0 +1,61 @@
+"""Wan 3D rotary position embedding computed from arbitrary positions (no fixed-size table)."""
+
+from __future__ import annotations
+
+import torch
+
+THETA = 10000.0
+
+
+def axis_pairs(head_dim: int) -> tuple[int, int, int]:
+    """Complex pairs given to the (time, height, width) axes: 22/21/21 for head_dim 128."""
+    pairs = head_dim // 2
+    return pairs - 2 * (pairs // 3), pairs // 3, pairs // 3
+
+
+def axis_frequencies(head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-axis angular frequencies in float64, exactly as Wan's `rope_params` builds them."""
+    freqs = []
+    for n in axis_pairs(head_dim):
+        dim = 2 * n
+        freqs.append(1.0 / THETA ** (torch.arange(0, dim, 2, dtype=torch.float64) / dim))
+    return tuple(freqs)
+
+
+def rope_factors(
+    frame_positions: torch.Tensor, grid_hw: tuple[int, int], head_dim: int
+) -> torch.Tensor:
+    """Complex rotation factors for frames at the given temporal positions.
+
+    Args:
+        frame_positions: ``[..., F]`` temporal position of each frame (any integer, no upper bound).
+        grid_hw: token grid (h, w) of one frame.
+        head_dim: attention head width.
+
+    Returns:
+        ``[..., F * h * w, head_dim / 2]`` complex128, tokens in (frame, row, column) order.
+    """
+    h, w = grid_hw
+    ft, fh, fw = (f.to(frame_positions.device) for f in axis_frequencies(head_dim))
+    pos = frame_positions.to(torch.float64)
+    ang_t = pos[..., :, None] * ft  # [..., F, nt]
+    ang_h = torch.arange(h, dtype=torch.float64, device=pos.device)[:, None] * fh  # [h, nh]
+    ang_w = torch.arange(w, dtype=torch.float64, device=pos.device)[:, None] * fw  # [w, nw]
+    lead = pos.shape[:-1]
+    n_frames = pos.shape[-1]
+    angles = torch.cat(
+        [
+            ang_t[..., :, None, None, :].expand(*lead, n_frames, h, w, ft.numel()),
+            ang_h[:, None, :].expand(*lead, n_frames, h, w, fh.numel()),
+            ang_w[None, :, :].expand(*lead, n_frames, h, w, fw.numel()),
+        ],
+        dim=-1,
+    )
+    return torch.polar(torch.ones_like(angles), angles).flatten(-4, -2)
+
+
+def apply_rope(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
+    """Rotate interleaved pairs of ``x`` ``[B, L, H, D]`` by ``factors`` ``[B or 1, L, D/2]`` in float64."""
+    pairs = torch.view_as_complex(x.to(torch.float64).unflatten(-1, (-1, 2)))  # [B, L, H, D/2]
+    rotated = torch.view_as_real(pairs * factors[:, :, None, :]).flatten(-2)
+    return rotated.to(x.dtype)

@@ -1,0 +1,319 @@
+"""The causal Wan2.1 DiT: block-causal full-sequence forward and chunk-by-chunk forward against a memory.
+
+Computes exactly what Self-Forcing's `CausalWanModel` computes, with the original Wan state-dict names, so the
+public checkpoints load with ``strict=True``. Keys are kept un-rotated (after qk-norm); RoPE is applied at read
+time from positions the caller chooses, so any temporal position works and memory frames may be re-indexed.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from relaxforcing.model.attention import attention
+from relaxforcing.model.config import WanConfig
+from relaxforcing.model.rope import apply_rope, rope_factors
+
+KVSink = Callable[[int, torch.Tensor, torch.Tensor], None]
+"""Receives ``(layer, k, v)`` with un-roped ``[B, L, H, D]`` keys and values of the current tokens."""
+
+
+class MemoryKV(Protocol):
+    """Per-layer keys/values of the memory a chunk attends to, already rotated to their positions."""
+
+    def kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Return ``(k [B, Lm, H, D], v [B, Lm, H, D], keep [B, Lm] bool or None)``."""
+        ...
+
+
+def sinusoidal_embedding(dim: int, position: torch.Tensor) -> torch.Tensor:
+    """Wan's timestep sinusoid, cos first, computed in float64. ``[N]`` -> ``[N, dim]``."""
+    half = dim // 2
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=position.device) / half)
+    angles = torch.outer(position.to(torch.float64), freqs)
+    return torch.cat([torch.cos(angles), torch.sin(angles)], dim=1)
+
+
+class RMSNorm(nn.Module):
+    """RMS norm over the last dim, computed in float32, then scaled by a learned weight."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        return (x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)).type_as(x) * self.weight
+
+
+class LayerNorm(nn.LayerNorm):
+    """LayerNorm computed in float32 (Wan's `WanLayerNorm`)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.float()).type_as(x)
+
+
+@dataclass
+class SelfAttentionInputs:
+    """Everything self-attention needs besides a block's own tokens; shared by all blocks of one forward."""
+
+    rope: torch.Tensor
+    """``[B or 1, Lq, D/2]`` complex rotation of the current tokens."""
+    memory: MemoryKV | None = None
+    """Cached keys/values attended before the current tokens (incremental path)."""
+    mask: torch.Tensor | None = None
+    """``[B or 1, 1, Lq, Lk]`` bool attention mask over [memory | current] keys; None = attend to all."""
+    kv_sink: KVSink | None = None
+    """Called with each layer's un-roped current keys and values (used to commit a chunk to memory)."""
+
+
+class SelfAttention(nn.Module):
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.q = nn.Linear(cfg.dim, cfg.dim)
+        self.k = nn.Linear(cfg.dim, cfg.dim)
+        self.v = nn.Linear(cfg.dim, cfg.dim)
+        self.o = nn.Linear(cfg.dim, cfg.dim)
+        self.norm_q = RMSNorm(cfg.dim, cfg.eps)
+        self.norm_k = RMSNorm(cfg.dim, cfg.eps)
+
+    def forward(self, x: torch.Tensor, layer: int, inputs: SelfAttentionInputs) -> torch.Tensor:
+        heads = (self.num_heads, -1)
+        q = self.norm_q(self.q(x)).unflatten(-1, heads)  # [B, Lq, H, D]
+        k = self.norm_k(self.k(x)).unflatten(-1, heads)
+        v = self.v(x).unflatten(-1, heads)
+        if inputs.kv_sink is not None:
+            inputs.kv_sink(layer, k, v)
+        q, k = apply_rope(q, inputs.rope), apply_rope(k, inputs.rope)
+        mask = inputs.mask
+        if inputs.memory is not None:
+            mem_k, mem_v, keep = inputs.memory.kv(layer)
+            k, v = torch.cat([mem_k, k], dim=1), torch.cat([mem_v, v], dim=1)
+            if keep is not None and mask is None:
+                own = keep.new_ones(keep.shape[0], x.shape[1])
+                mask = torch.cat([keep, own], dim=1)[:, None, None, :]
+        return self.o(attention(q, k, v, mask).flatten(2))
+
+
+class CrossAttention(nn.Module):
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        self.num_heads = cfg.num_heads
+        self.q = nn.Linear(cfg.dim, cfg.dim)
+        self.k = nn.Linear(cfg.dim, cfg.dim)
+        self.v = nn.Linear(cfg.dim, cfg.dim)
+        self.o = nn.Linear(cfg.dim, cfg.dim)
+        self.norm_q = RMSNorm(cfg.dim, cfg.eps)
+        self.norm_k = RMSNorm(cfg.dim, cfg.eps)
+
+    def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Text keys and values ``[B, Lt, H, D]``; computed once per prompt and reused for every chunk."""
+        heads = (self.num_heads, -1)
+        return self.norm_k(self.k(context)).unflatten(-1, heads), self.v(context).unflatten(-1, heads)
+
+    def forward(self, x: torch.Tensor, context_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
+        return self.o(attention(q, *context_kv).flatten(2))
+
+
+class Block(nn.Module):
+    """One Wan block with per-frame adaLN modulation."""
+
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        self.norm1 = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
+        self.self_attn = SelfAttention(cfg)
+        self.norm3 = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=True)
+        self.cross_attn = CrossAttention(cfg)
+        self.norm2 = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
+        self.ffn = nn.Sequential(nn.Linear(cfg.dim, cfg.ffn_dim), nn.GELU(approximate="tanh"),
+                                 nn.Linear(cfg.ffn_dim, cfg.dim))
+        self.modulation = nn.Parameter(torch.randn(1, 6, cfg.dim) / cfg.dim**0.5)
+
+    def forward(
+        self,
+        x: torch.Tensor,  # [B, F*T, C]
+        e0: torch.Tensor,  # [B, F, 6, C]
+        context_kv: tuple[torch.Tensor, torch.Tensor],
+        layer: int,
+        inputs: SelfAttentionInputs,
+    ) -> torch.Tensor:
+        frames = e0.shape[1]
+        shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation[:, None] + e0).unbind(2)  # [B, F, C]
+
+        def per_frame(t: torch.Tensor) -> torch.Tensor:  # [B, F*T, C] -> [B, F, T, C]
+            return t.unflatten(1, (frames, -1))
+
+        y = self.self_attn((per_frame(self.norm1(x)) * (1 + scale1[:, :, None]) + shift1[:, :, None]).flatten(1, 2),
+                           layer, inputs)
+        x = x + (per_frame(y) * gate1[:, :, None]).flatten(1, 2)
+        x = x + self.cross_attn(self.norm3(x), context_kv)
+        y = self.ffn((per_frame(self.norm2(x)) * (1 + scale2[:, :, None]) + shift2[:, :, None]).flatten(1, 2))
+        return x + (per_frame(y) * gate2[:, :, None]).flatten(1, 2)
+
+
+class Head(nn.Module):
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        self.norm = LayerNorm(cfg.dim, cfg.eps, elementwise_affine=False)
+        self.head = nn.Linear(cfg.dim, math.prod(cfg.patch_size) * cfg.out_dim)
+        self.modulation = nn.Parameter(torch.randn(1, 2, cfg.dim) / cfg.dim**0.5)
+
+    def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
+        """``x`` ``[B, F*T, C]``, ``e`` ``[B, F, C]`` (un-projected time embedding) -> ``[B, F*T, p*out]``."""
+        shift, scale = (self.modulation[:, None] + e[:, :, None]).unbind(2)  # [B, F, C]
+        x = self.norm(x).unflatten(1, (e.shape[1], -1))
+        return self.head((x * (1 + scale[:, :, None]) + shift[:, :, None]).flatten(1, 2))
+
+
+class CausalWanModel(nn.Module):
+    """Wan2.1 text-to-video DiT run autoregressively over chunks of ``cfg.chunk_frames`` latent frames.
+
+    Public paths:
+      - ``forward(x, t, context)``: full sequence, block-causal over chunks (training / reference);
+      - ``encode_context(context)`` + ``forward_chunk(...)``: one chunk against a memory of cached frames.
+    """
+
+    def __init__(self, cfg: WanConfig):
+        super().__init__()
+        self.config = cfg
+        self.patch_embedding = nn.Conv3d(cfg.in_dim, cfg.dim, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        self.text_embedding = nn.Sequential(nn.Linear(cfg.text_dim, cfg.dim), nn.GELU(approximate="tanh"),
+                                            nn.Linear(cfg.dim, cfg.dim))
+        self.time_embedding = nn.Sequential(nn.Linear(cfg.freq_dim, cfg.dim), nn.SiLU(), nn.Linear(cfg.dim, cfg.dim))
+        self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim))
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
+        self.head = Head(cfg)
+
+    # ---- shared pieces -------------------------------------------------------------------------------------
+
+    def token_grid(self, latent_hw: tuple[int, int]) -> tuple[int, int]:
+        """Token grid (h, w) of one latent frame of spatial size ``latent_hw``."""
+        _, ph, pw = self.config.patch_size
+        h, w = latent_hw
+        if h % ph or w % pw:
+            raise ValueError(f"latent size {h}x{w} is not divisible by the patch size {ph}x{pw}")
+        return h // ph, w // pw
+
+    def check_latents(self, x: torch.Tensor, t: torch.Tensor) -> None:
+        """Raise ValueError unless ``x`` is ``[B, in_dim, F, H, W]`` and ``t`` is ``[B, F]``."""
+        cfg = self.config
+        if x.ndim != 5 or x.shape[1] != cfg.in_dim:
+            raise ValueError(f"latents must be [B, {cfg.in_dim}, F, H, W], got {list(x.shape)}")
+        if t.shape != x.shape[:1] + x.shape[2:3]:
+            raise ValueError(f"timesteps must be [B, F] = {[x.shape[0], x.shape[2]]}, got {list(t.shape)}")
+        self.token_grid(tuple(x.shape[3:]))
+
+    def encode_context(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Text context ``[B, L<=text_len, text_dim]`` -> per-layer cross-attention keys/values."""
+        cfg = self.config
+        if context.ndim != 3 or context.shape[-1] != cfg.text_dim or context.shape[1] > cfg.text_len:
+            raise ValueError(f"context must be [B, L<={cfg.text_len}, {cfg.text_dim}], got {list(context.shape)}")
+        context = F.pad(context, (0, 0, 0, cfg.text_len - context.shape[1]))
+        embedded = self.text_embedding(context.to(self.patch_embedding.weight.dtype))
+        return [block.cross_attn.project_context(embedded) for block in self.blocks]
+
+    def _time(self, t: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-frame time embedding ``e`` ``[B, F, C]`` and its 6-way projection ``e0`` ``[B, F, 6, C]``."""
+        e = self.time_embedding(sinusoidal_embedding(self.config.freq_dim, t.flatten()).to(dtype))
+        e0 = self.time_projection(e).unflatten(1, (6, -1))
+        return e.unflatten(0, t.shape), e0.unflatten(0, t.shape)
+
+    def _run(
+        self,
+        x: torch.Tensor,  # [B, C_in, F, H, W]
+        t: torch.Tensor,  # [B, F]
+        context_kv: list[tuple[torch.Tensor, torch.Tensor]],
+        inputs: SelfAttentionInputs,
+    ) -> torch.Tensor:
+        # 1. Patch embedding: tokens in (frame, row, column) order.
+        tokens = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))
+        grid = tokens.shape[2:]
+        tokens = tokens.flatten(2).transpose(1, 2)  # [B, F*h*w, C]
+        # 2. Per-frame timestep modulation.
+        e, e0 = self._time(t, tokens.dtype)
+        # 3. Blocks.
+        for layer, block in enumerate(self.blocks):
+            tokens = block(tokens, e0, context_kv[layer], layer, inputs)
+        # 4. Head and unpatchify.
+        return self._unpatchify(self.head(tokens, e), grid)
+
+    def _unpatchify(self, tokens: torch.Tensor, grid: torch.Size) -> torch.Tensor:
+        """``[B, F*h*w, p_f*p_h*p_w*C]`` -> ``[B, C, F*p_f, h*p_h, w*p_w]``."""
+        f, h, w = grid
+        pf, ph, pw = self.config.patch_size
+        u = tokens.reshape(tokens.shape[0], f, h, w, pf, ph, pw, self.config.out_dim)
+        u = torch.einsum("bfhwpqrc->bcfphqwr", u)
+        return u.reshape(tokens.shape[0], self.config.out_dim, f * pf, h * ph, w * pw)
+
+    # ---- public paths --------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context: torch.Tensor,
+        window_frames: int | None = None,
+    ) -> torch.Tensor:
+        """Block-causal forward over a whole latent video.
+
+        Args:
+            x: ``[B, C_in, F, H, W]`` noisy latents, F divisible by ``chunk_frames``.
+            t: ``[B, F]`` per-frame timesteps in [0, 1000].
+            context: ``[B, L, text_dim]`` text embeddings.
+            window_frames: if set, chunk i sees only frames >= end_of_chunk_i - window_frames (local attention).
+
+        Returns:
+            ``[B, C_out, F, H, W]`` flow prediction. Chunk i attends to chunks <= i, bidirectionally within i.
+        """
+        self.check_latents(x, t)
+        frames = x.shape[2]
+        chunk = self.config.chunk_frames
+        if frames % chunk:
+            raise ValueError(f"{frames} latent frames are not divisible by the chunk size {chunk}")
+        h, w = self.token_grid(tuple(x.shape[3:]))
+        positions = torch.arange(frames, device=x.device)
+        rope = rope_factors(positions, (h, w), self.config.head_dim)[None]
+        frame_of_token = positions.repeat_interleave(h * w)
+        chunk_end = (frame_of_token // chunk + 1) * chunk  # [L] exclusive end frame of each token's chunk
+        mask = frame_of_token[None, :] < chunk_end[:, None]
+        if window_frames is not None:
+            mask &= frame_of_token[None, :] >= chunk_end[:, None] - window_frames
+        inputs = SelfAttentionInputs(rope=rope, mask=mask[None, None])
+        return self._run(x, t, self.encode_context(context), inputs)
+
+    def forward_chunk(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context_kv: list[tuple[torch.Tensor, torch.Tensor]],
+        query_positions: torch.Tensor,
+        memory: MemoryKV | None = None,
+        kv_sink: KVSink | None = None,
+    ) -> torch.Tensor:
+        """Denoise one chunk against a memory of cached frames.
+
+        Args:
+            x: ``[B, C_in, f, H, W]`` latents of the chunk; t: ``[B, f]`` timesteps.
+            context_kv: from :meth:`encode_context`.
+            query_positions: ``[f]`` or ``[B, f]`` temporal RoPE positions of the chunk's frames.
+            memory: keys/values of the attended cached frames (rotated by the memory itself), or None.
+            kv_sink: receives each layer's un-roped keys and values of this chunk (to commit it).
+
+        Returns:
+            ``[B, C_out, f, H, W]`` flow prediction.
+        """
+        self.check_latents(x, t)
+        grid = self.token_grid(tuple(x.shape[3:]))
+        positions = query_positions if query_positions.ndim == 2 else query_positions[None]
+        rope = rope_factors(positions.to(x.device), grid, self.config.head_dim)
+        inputs = SelfAttentionInputs(rope=rope, memory=memory, kv_sink=kv_sink)
+        return self._run(x, t, context_kv, inputs)
