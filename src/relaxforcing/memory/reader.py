@@ -1,0 +1,35 @@
+"""MemoryReader: the keys/values a chunk attends to, gathered from the store and rotated once per chunk."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from relaxforcing.memory.view import MemoryView
+from relaxforcing.model.rope import apply_rope, rope_factors
+
+if TYPE_CHECKING:
+    from relaxforcing.memory.store import FrameStore
+
+
+class MemoryReader:
+    """Implements the model's ``MemoryKV`` for one chunk.
+
+    Every denoising step and the clean pass of a chunk attend to the same frames at the same positions, so each
+    layer's gathered, rotated keys are computed on first use and reused for the rest of the chunk.
+    """
+
+    def __init__(self, store: FrameStore, view: MemoryView, grid_hw: tuple[int, int], head_dim: int):
+        self.store = store
+        self.frames = view.frames
+        device = store.k.device
+        self.rope = rope_factors(view.positions.to(device), grid_hw, head_dim)  # [B, N*T, D/2]
+        self.keep = None if view.keep_tokens is None else view.keep_tokens.flatten(1).to(device)
+        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        if layer not in self._cache:
+            k, v = self.store.gather(layer, self.frames)
+            self._cache[layer] = (apply_rope(k, self.rope), v)
+        return (*self._cache[layer], self.keep)

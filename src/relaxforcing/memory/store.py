@@ -1,0 +1,100 @@
+"""FrameStore: per-layer un-roped K/V of committed latent frames — pinned sinks plus a ring of recent frames."""
+
+from __future__ import annotations
+
+import torch
+
+from relaxforcing.memory.reader import MemoryReader
+from relaxforcing.memory.view import MemoryView
+
+
+class FrameStore:
+    """Static buffers holding, for every layer, the keys (after qk-norm, before RoPE) and values of frames.
+
+    Frames ``0 .. sink_frames-1`` live in pinned slots forever. Later frames live in a ring of ``ring_frames``
+    slots: frame g goes to slot ``sink_frames + (g - sink_frames) % ring_frames``, so the store only holds what
+    a policy that reads at most ``ring_frames`` frames behind the current chunk can still need. Reading an
+    evicted frame raises. The layer-0 frame prototype (mean of keys over tokens, then heads) is kept per frame.
+    """
+
+    def __init__(
+        self,
+        *,
+        num_layers: int,
+        batch: int,
+        tokens_per_frame: int,
+        num_heads: int,
+        head_dim: int,
+        sink_frames: int,
+        ring_frames: int,
+        dtype: torch.dtype = torch.float32,
+        device: torch.device | str = "cpu",
+    ):
+        if ring_frames < 1 or sink_frames < 0:
+            raise ValueError(f"ring_frames={ring_frames} must be >= 1 and sink_frames={sink_frames} >= 0")
+        self.sink_frames = sink_frames
+        self.ring_frames = ring_frames
+        self.tokens_per_frame = tokens_per_frame
+        slots = sink_frames + ring_frames
+        shape = (num_layers, batch, slots, tokens_per_frame, num_heads, head_dim)  # [L, B, S, T, H, D]
+        self.k = torch.zeros(shape, dtype=dtype, device=device)
+        self.v = torch.zeros(shape, dtype=dtype, device=device)
+        self.prototype_sums = torch.zeros(batch, slots, head_dim, dtype=torch.float32, device=device)  # [B, S, D]
+        self.slot_frame = [-1] * slots  # global frame held by each slot (-1 = empty), host-side bookkeeping
+        self.num_frames = 0  # frames committed so far; the next chunk starts here
+
+    @property
+    def batch(self) -> int:
+        return self.k.shape[1]
+
+    def slot(self, frame: int) -> int:
+        if frame < self.sink_frames:
+            return frame
+        return self.sink_frames + (frame - self.sink_frames) % self.ring_frames
+
+    def holds(self, frame: int) -> bool:
+        return 0 <= frame < self.num_frames and self.slot_frame[self.slot(frame)] == frame
+
+    def slots(self, frames: torch.Tensor) -> torch.Tensor:
+        """Slot of each frame in ``frames`` (any shape, CPU long); raises if a frame is not held."""
+        flat = frames.flatten().tolist()
+        missing = sorted({f for f in flat if not self.holds(f)})
+        if missing:
+            raise RuntimeError(f"frames {missing[:8]} are not in the store (committed {self.num_frames}, "
+                               f"sinks {self.sink_frames}, ring {self.ring_frames}): the policy's max_lag is wrong")
+        return torch.tensor([self.slot(f) for f in flat], dtype=torch.long).reshape(frames.shape)
+
+    def commit(self, start: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        """Write a chunk's per-layer keys/values ``[B, f*T, H, D]`` (frames ``start..start+f-1``)."""
+        if start != self.num_frames:
+            raise ValueError(f"chunk starts at frame {start} but the store expects frame {self.num_frames}")
+        frames = keys[0].shape[1] // self.tokens_per_frame
+        for i in range(frames):
+            frame, slot = start + i, self.slot(start + i)
+            rows = slice(i * self.tokens_per_frame, (i + 1) * self.tokens_per_frame)
+            for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
+                self.k[layer, :, slot] = k[:, rows]
+                self.v[layer, :, slot] = v[:, rows]
+            self.prototype_sums[:, slot] = keys[0][:, rows].float().mean(dim=(1, 2))
+            self.slot_frame[slot] = frame
+        self.num_frames = start + frames
+
+    def prototypes(self, frames: torch.Tensor) -> torch.Tensor:
+        """L2-normalised layer-0 key prototype of the union of ``frames`` ``[B, n]`` per sample -> ``[B, D]``."""
+        slots = self.slots(frames).to(self.prototype_sums.device)
+        rows = torch.arange(self.batch, device=slots.device)[:, None]
+        mean = self.prototype_sums[rows, slots].mean(dim=1)  # equal token counts: mean of means = joint mean
+        return torch.nn.functional.normalize(mean, dim=-1)
+
+    def gather(self, layer: int, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of ``frames`` ``[B, N]`` for one layer, as ``[B, N*T, H, D]``."""
+        slots = self.slots(frames).to(self.k.device)
+        rows = torch.arange(self.batch, device=slots.device)[:, None]
+        return self.k[layer, rows, slots].flatten(1, 2), self.v[layer, rows, slots].flatten(1, 2)
+
+    def reader(self, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryReader:
+        """The keys/values a chunk attends to under ``view``."""
+        return MemoryReader(self, view, grid_hw, head_dim)
+
+    def nbytes(self) -> int:
+        return self.k.nbytes + self.v.nbytes + self.prototype_sums.nbytes

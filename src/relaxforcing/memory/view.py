@@ -1,0 +1,81 @@
+"""What a memory policy decides for one chunk: which cached frames to attend and at which RoPE positions."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+ROLES = ("sink", "history", "tail", "window", "current")
+
+
+@dataclass(frozen=True)
+class MemoryView:
+    """A policy's decision for the chunk starting at frame ``start`` (all tensors on CPU).
+
+    The attended keys are laid out in the order of ``frames`` (then the current chunk), so roles line up with
+    columns. Each sample of a batch may attend different frames (e.g. its own history frame).
+    """
+
+    start: int
+    """Global latent index of the chunk's first frame."""
+    frames: torch.Tensor
+    """``[B, N]`` long: global latent index of each attended cached frame."""
+    positions: torch.Tensor
+    """``[B, N]`` long: temporal RoPE position of each attended cached frame."""
+    roles: tuple[str, ...]
+    """``N`` roles (sink | history | tail | window), shared by all samples."""
+    query_positions: torch.Tensor
+    """``[f]`` long: temporal RoPE positions of the chunk's own frames."""
+    keep_tokens: torch.Tensor | None = None
+    """``[B, N, T]`` bool: token-level retention inside attended frames (None = every token)."""
+    candidates: tuple[tuple[tuple[int, float], ...], ...] | None = None
+    """Per sample, ``(frame, score)`` of each scored candidate (trace only)."""
+
+    def __post_init__(self) -> None:
+        if self.frames.shape != self.positions.shape or self.frames.ndim != 2:
+            raise ValueError(f"frames {list(self.frames.shape)} and positions {list(self.positions.shape)} "
+                             "must both be [B, N]")
+        if len(self.roles) != self.frames.shape[1]:
+            raise ValueError(f"{len(self.roles)} roles for {self.frames.shape[1]} attended frames")
+        bad = [r for r in self.roles if r not in ROLES]
+        if bad:
+            raise ValueError(f"unknown roles {bad}; expected one of {ROLES}")
+
+    @classmethod
+    def shared(
+        cls,
+        start: int,
+        batch: int,
+        frames: Sequence[int],
+        positions: Sequence[int],
+        roles: Sequence[str],
+        query_positions: Sequence[int],
+    ) -> MemoryView:
+        """A view in which every sample attends the same frames at the same positions."""
+        as_rows = lambda values: torch.tensor(list(values), dtype=torch.long).reshape(1, -1).repeat(batch, 1)  # noqa: E731
+        return cls(start=start, frames=as_rows(frames), positions=as_rows(positions), roles=tuple(roles),
+                   query_positions=torch.tensor(list(query_positions), dtype=torch.long))
+
+    @property
+    def batch(self) -> int:
+        return self.frames.shape[0]
+
+    def trace_records(self, chunk: int, policy: str) -> list[dict]:
+        """One JSON-ready record per sample: every attended frame (current chunk included) with role and position."""
+        records = []
+        for b in range(self.batch):
+            attended = [
+                {"frame": int(f), "role": role, "position": int(p)}
+                for f, p, role in zip(self.frames[b].tolist(), self.positions[b].tolist(), self.roles, strict=True)
+            ]
+            attended += [
+                {"frame": self.start + i, "role": "current", "position": int(p)}
+                for i, p in enumerate(self.query_positions.tolist())
+            ]
+            record = {"chunk": chunk, "start": self.start, "sample": b, "policy": policy, "attended": attended}
+            if self.candidates is not None:
+                record["candidates"] = [{"frame": f, "score": s} for f, s in self.candidates[b]]
+            records.append(record)
+        return records

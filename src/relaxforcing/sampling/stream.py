@@ -1,0 +1,135 @@
+"""Streaming chunk-by-chunk sampler: denoise a chunk against the memory, commit it, yield it, repeat."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+
+import torch
+
+from relaxforcing.memory.policies.base import MemoryPolicy
+from relaxforcing.memory.store import FrameStore
+from relaxforcing.model.wan import CausalWanModel
+from relaxforcing.sampling.schedule import FlowSchedule
+
+TraceSink = Callable[[dict], None]
+
+
+@dataclass
+class Chunk:
+    """One finished chunk of the stream."""
+
+    index: int
+    start: int
+    """Global latent index of the chunk's first frame."""
+    latents: torch.Tensor
+    """``[B, C, f, H, W]`` clean latents (float32)."""
+    trace: list[dict] = field(default_factory=list)
+    """One record per sample: attended frames with roles and positions (and relax candidate scores)."""
+
+
+class StreamSampler:
+    """Self-Forcing's few-step causal inference with a pluggable memory policy.
+
+    Per chunk: every denoising step predicts flow v, x0 = x_t - sigma*v (float64), re-noised with fresh noise
+    for the next step; a final clean pass at t = 0 writes the chunk's keys/values into the store.
+    """
+
+    def __init__(self, model: CausalWanModel, policy: MemoryPolicy, schedule: FlowSchedule | None = None):
+        if policy.chunk_frames != model.config.chunk_frames:
+            raise ValueError(f"policy chunk size {policy.chunk_frames} != model chunk size "
+                             f"{model.config.chunk_frames}")
+        self.model = model
+        self.policy = policy
+        self.schedule = schedule or FlowSchedule()
+        self.timesteps = self.schedule.timesteps()
+        self.sigmas = [self.schedule.sigma(t) for t in self.timesteps]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.patch_embedding.weight.device
+
+    def new_store(self, batch: int, latent_hw: tuple[int, int]) -> FrameStore:
+        cfg = self.model.config
+        h, w = self.model.token_grid(latent_hw)
+        return FrameStore(num_layers=cfg.num_layers, batch=batch, tokens_per_frame=h * w, num_heads=cfg.num_heads,
+                          head_dim=cfg.head_dim, sink_frames=self.policy.sink_frames,
+                          ring_frames=max(1, self.policy.max_lag), dtype=self.model.patch_embedding.weight.dtype,
+                          device=self.device)
+
+    def stream(
+        self,
+        context: torch.Tensor,
+        seeds: Sequence[int],
+        latent_hw: tuple[int, int],
+        num_frames: int | None = None,
+        trace: TraceSink | None = None,
+        store: FrameStore | None = None,
+    ) -> Iterator[Chunk]:
+        """Yield chunks of clean latents as soon as each is done.
+
+        Args:
+            context: ``[B, L, text_dim]`` text embeddings, one row per sample.
+            seeds: one seed per sample; a sample's video depends only on its prompt and seed.
+            latent_hw: latent height and width.
+            num_frames: latent frames to make (a multiple of the chunk size), or None for an endless stream.
+            trace: called with one JSON-ready record per chunk and sample.
+            store: the frame store to fill (default: a new one sized by the policy).
+        """
+        batch, f = context.shape[0], self.policy.chunk_frames
+        if len(seeds) != batch:
+            raise ValueError(f"{len(seeds)} seeds for {batch} prompts")
+        if num_frames is not None and (num_frames <= 0 or num_frames % f):
+            raise ValueError(f"num_frames={num_frames} must be a positive multiple of the chunk size {f}")
+        with torch.no_grad():
+            cross_kv = self.model.encode_context(context.to(self.device))
+            store = store if store is not None else self.new_store(batch, latent_hw)
+            generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
+            index = 0
+            while num_frames is None or store.num_frames < num_frames:
+                start = store.num_frames
+                last = num_frames is not None and start + f >= num_frames
+                chunk = self.denoise_chunk(store, cross_kv, generators, latent_hw, index, commit=not last)
+                if trace is not None:
+                    for record in chunk.trace:
+                        trace(record)
+                if last:
+                    store.num_frames = num_frames
+                yield chunk
+                index += 1
+
+    def noise(self, generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
+        """Fresh Gaussian noise ``[B, *shape]``, each sample from its own generator."""
+        return torch.stack([torch.randn(shape, generator=g, device=self.device) for g in generators])
+
+    def denoise_chunk(
+        self,
+        store: FrameStore,
+        cross_kv: list[tuple[torch.Tensor, torch.Tensor]],
+        generators: list[torch.Generator],
+        latent_hw: tuple[int, int],
+        index: int,
+        commit: bool = True,
+    ) -> Chunk:
+        """Denoise the chunk starting at ``store.num_frames``; commit its clean keys/values unless told not to."""
+        model, f, start = self.model, self.policy.chunk_frames, store.num_frames
+        view = self.policy.select(store, start)
+        reader = store.reader(view, model.token_grid(latent_hw), model.config.head_dim)
+        queries = view.query_positions
+        shape = (model.config.in_dim, f, *latent_hw)
+        x = self.noise(generators, shape)
+        batch = x.shape[0]
+        for i, (timestep, sigma) in enumerate(zip(self.timesteps, self.sigmas, strict=True)):
+            t = torch.full((batch, f), timestep, device=self.device)
+            flow = model.forward_chunk(x, t, cross_kv, queries, memory=reader)
+            x0 = (x.double() - sigma * flow.double()).float()
+            if i + 1 < len(self.timesteps):
+                next_sigma = self.sigmas[i + 1]
+                x = (1 - next_sigma) * x0 + next_sigma * self.noise(generators, shape)
+        if commit:
+            keys: list[torch.Tensor] = []
+            values: list[torch.Tensor] = []
+            model.forward_chunk(x0, torch.zeros(batch, f, device=self.device), cross_kv, queries, memory=reader,
+                                kv_sink=lambda layer, k, v: (keys.append(k), values.append(v)))
+            store.commit(start, keys, values)
+        return Chunk(index=index, start=start, latents=x0, trace=view.trace_records(index, self.policy.name))

@@ -1,0 +1,144 @@
+"""The causal Wan DiT: key names, time and RoPE conventions, block-causal vs incremental equivalence."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from relaxforcing.memory import build_policy
+from relaxforcing.model.config import WanConfig
+from relaxforcing.model.rope import apply_rope, axis_frequencies, axis_pairs, rope_factors
+from relaxforcing.model.wan import CausalWanModel, sinusoidal_embedding
+from relaxforcing.sampling import StreamSampler
+
+WAN_BLOCK_KEYS = {
+    "modulation", "norm3.weight", "norm3.bias", "ffn.0.weight", "ffn.0.bias", "ffn.2.weight", "ffn.2.bias",
+    *(f"{attn}.{p}.{w}" for attn in ("self_attn", "cross_attn") for p in "qkvo" for w in ("weight", "bias")),
+    *(f"{attn}.{n}.weight" for attn in ("self_attn", "cross_attn") for n in ("norm_q", "norm_k")),
+}
+WAN_TOP_KEYS = {
+    "patch_embedding.weight", "patch_embedding.bias", "head.head.weight", "head.head.bias", "head.modulation",
+    *(f"{m}.{i}.{w}" for m, i in (("text_embedding", 0), ("text_embedding", 2), ("time_embedding", 0),
+                                  ("time_embedding", 2), ("time_projection", 1)) for w in ("weight", "bias")),
+}
+
+
+def test_state_dict_uses_original_wan_names():
+    model = CausalWanModel(WanConfig.from_name("tiny"))
+    expected = WAN_TOP_KEYS | {f"blocks.{i}.{k}" for i in range(2) for k in WAN_BLOCK_KEYS}
+    assert set(model.state_dict()) == expected
+
+
+def test_full_size_shapes_match_the_public_checkpoint():
+    cfg = WanConfig.from_name("wan2.1-t2v-1.3b")
+    with torch.device("meta"):
+        model = CausalWanModel(cfg)
+    shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    assert shapes["patch_embedding.weight"] == (1536, 16, 1, 2, 2)
+    assert shapes["time_projection.1.weight"] == (9216, 1536)
+    assert shapes["blocks.29.ffn.0.weight"] == (8960, 1536)
+    assert shapes["blocks.0.self_attn.norm_k.weight"] == (1536,)
+    assert shapes["head.head.weight"] == (64, 1536)
+    assert shapes["head.modulation"] == (1, 2, 1536)
+    assert shapes["text_embedding.0.weight"] == (1536, 4096)
+    assert sum(v.numel() for v in model.state_dict().values()) == pytest.approx(1.42e9, rel=0.02)
+
+
+def test_sinusoid_is_cos_first_in_float64():
+    emb = sinusoidal_embedding(8, torch.tensor([0.0, 1.0]))
+    assert emb.dtype == torch.float64
+    assert torch.equal(emb[0], torch.tensor([1.0, 1, 1, 1, 0, 0, 0, 0], dtype=torch.float64))
+    assert emb[1, 0] == pytest.approx(torch.cos(torch.tensor(1.0, dtype=torch.float64)).item())
+
+
+def test_rope_split_is_22_21_21_for_head_dim_128():
+    assert axis_pairs(128) == (22, 21, 21)
+    ft, fh, fw = axis_frequencies(128)
+    assert ft[1].item() == pytest.approx(10000 ** (-2 / 44))
+    assert fh[1].item() == pytest.approx(10000 ** (-2 / 42))
+
+
+def _table_rope(x: torch.Tensor, start_frame: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Write-time reference: Wan's 1024-row table, sliced at the chunk's absolute frames (as Self-Forcing does)."""
+    head_dim = x.shape[-1]
+    tables = [torch.polar(torch.ones(1024, f.numel(), dtype=torch.float64), torch.outer(torch.arange(1024.0,
+              dtype=torch.float64), f)) for f in axis_frequencies(head_dim)]
+    f_count = x.shape[1] // (grid[0] * grid[1])
+    h, w = grid
+    factors = torch.cat([
+        tables[0][start_frame:start_frame + f_count].view(f_count, 1, 1, -1).expand(f_count, h, w, -1),
+        tables[1][:h].view(1, h, 1, -1).expand(f_count, h, w, -1),
+        tables[2][:w].view(1, 1, w, -1).expand(f_count, h, w, -1),
+    ], dim=-1).reshape(1, f_count * h * w, -1)
+    pairs = torch.view_as_complex(x.double().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * factors[:, :, None]).flatten(-2).to(x.dtype)
+
+
+def test_read_time_rope_equals_write_time_rope():
+    grid = (3, 4)
+    k = torch.randn(2, 3 * 12, 2, 16)
+    for start in (0, 7, 1000):
+        read_time = apply_rope(k, rope_factors(torch.arange(start, start + 3), grid, 16)[None])
+        assert torch.equal(read_time, _table_rope(k, start, grid))
+
+
+def test_rope_positions_beyond_1024_keep_relative_scores():
+    grid = (2, 2)
+    q, k = torch.randn(1, 4, 1, 32, dtype=torch.float64), torch.randn(1, 4, 1, 32, dtype=torch.float64)
+
+    def score(q_pos: int, k_pos: int) -> torch.Tensor:
+        rq = apply_rope(q, rope_factors(torch.tensor([q_pos]), grid, 32)[None])
+        rk = apply_rope(k, rope_factors(torch.tensor([k_pos]), grid, 32)[None])
+        return (rq * rk).sum(-1)
+
+    assert torch.allclose(score(10, 3), score(5010, 5003), atol=1e-8)
+    assert torch.isfinite(rope_factors(torch.tensor([123456]), grid, 32)).all()
+
+
+def test_block_causal_mask_hides_future_chunks(tiny_model, tiny_context):
+    x = torch.randn(2, 4, 9, 4, 4)
+    t = torch.rand(2, 9) * 1000
+    out = tiny_model(x, t, tiny_context)
+    x2 = x.clone()
+    x2[:, :, 6:] += 1.0  # change only the last chunk
+    out2 = tiny_model(x2, t, tiny_context)
+    assert torch.equal(out[:, :, :6], out2[:, :, :6])
+    assert not torch.allclose(out[:, :, 6:], out2[:, :, 6:])
+
+
+@pytest.mark.parametrize("num_frames, window", [(12, None), (30, 18)])
+def test_incremental_dense_equals_full_block_causal_forward(tiny_model, tiny_context, num_frames, window):
+    """Every denoising step and clean pass of the streaming sampler equals the full-sequence forward."""
+    sampler = StreamSampler(tiny_model, build_policy("dense:window=18"))
+    calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
+    original = tiny_model.forward_chunk
+
+    def recording(x, t, cross_kv, query_positions, memory=None, kv_sink=None):
+        out = original(x, t, cross_kv, query_positions, memory=memory, kv_sink=kv_sink)
+        calls.append((x, t, out, int(query_positions[0])))
+        return out
+
+    tiny_model.forward_chunk = recording
+    chunks = list(sampler.stream(tiny_context, [3, 4], (4, 4), num_frames=num_frames))
+    clean = torch.cat([c.latents for c in chunks], dim=2)
+    assert len(calls) == 5 * (num_frames // 3) - 1  # 4 steps per chunk + clean pass except after the last
+    worst = 0.0
+    for x, t, out, start in calls:
+        full_x = torch.cat([clean[:, :, :start], x], dim=2)
+        full_t = torch.cat([torch.zeros(2, start), t], dim=1)
+        reference = tiny_model(full_x, full_t, tiny_context, window_frames=21 if window else None)
+        worst = max(worst, (reference[:, :, start:] - out).abs().max().item())
+    assert worst <= 1e-5
+
+
+def test_wrong_latent_shapes_are_rejected(tiny_model, tiny_context):
+    with pytest.raises(ValueError, match="latents must be"):
+        tiny_model(torch.randn(2, 5, 3, 4, 4), torch.zeros(2, 3), tiny_context)
+    with pytest.raises(ValueError, match="timesteps must be"):
+        tiny_model(torch.randn(2, 4, 3, 4, 4), torch.zeros(2, 4), tiny_context)
+    with pytest.raises(ValueError, match="not divisible by the patch size"):
+        tiny_model(torch.randn(2, 4, 3, 5, 4), torch.zeros(2, 3), tiny_context)
+    with pytest.raises(ValueError, match="not divisible by the chunk size"):
+        tiny_model(torch.randn(2, 4, 4, 4, 4), torch.zeros(2, 4), tiny_context)
+    with pytest.raises(ValueError, match="context must be"):
+        tiny_model(torch.randn(2, 4, 3, 4, 4), torch.zeros(2, 3), torch.randn(2, 5, 7))
