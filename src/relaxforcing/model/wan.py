@@ -290,6 +290,35 @@ class CausalWanModel(nn.Module):
         inputs = SelfAttentionInputs(rope=rope, mask=mask[None, None])
         return self._run(x, t, self.encode_context(context), inputs)
 
+    def forward_teacher_forcing(
+        self, clean: torch.Tensor, noisy: torch.Tensor, t: torch.Tensor, context: torch.Tensor
+    ) -> torch.Tensor:
+        """Training path: every noisy chunk attends to the clean chunks before it and to itself.
+
+        The sequence is ``[clean | noisy]`` with both halves at the same temporal positions; clean chunk i sees
+        clean chunks <= i, noisy chunk i sees clean chunks < i and noisy chunk i — exactly what the chunk-by-chunk
+        sampler shows the model. ``clean``/``noisy`` ``[B, C, F, H, W]``, ``t`` ``[B, F]`` timesteps of the noisy
+        half. Returns the flow prediction for the noisy half, ``[B, C_out, F, H, W]``.
+        """
+        self.check_latents(noisy, t)
+        frames, chunk = noisy.shape[2], self.config.chunk_frames
+        if frames % chunk:
+            raise ValueError(f"{frames} latent frames are not divisible by the chunk size {chunk}")
+        h, w = self.token_grid(tuple(noisy.shape[3:]))
+        positions = torch.arange(frames, device=noisy.device)
+        rope = rope_factors(torch.cat([positions, positions]), (h, w), self.config.head_dim)[None]
+        chunk_of = (positions // chunk).repeat_interleave(h * w)
+        is_noisy = torch.arange(2, device=noisy.device).repeat_interleave(chunk_of.numel())
+        chunk_of = chunk_of.repeat(2)
+        q_chunk, k_chunk = chunk_of[:, None], chunk_of[None, :]
+        q_noisy, k_noisy = is_noisy[:, None].bool(), is_noisy[None, :].bool()
+        sees_clean = ~k_noisy & torch.where(q_noisy, k_chunk < q_chunk, k_chunk <= q_chunk)
+        sees_self = q_noisy & k_noisy & (k_chunk == q_chunk)
+        inputs = SelfAttentionInputs(rope=rope, mask=(sees_clean | sees_self)[None, None])
+        x = torch.cat([clean, noisy], dim=2)
+        times = torch.cat([torch.zeros_like(t), t], dim=1)
+        return self._run(x, times, self.encode_context(context), inputs)[:, :, frames:]
+
     def forward_chunk(
         self,
         x: torch.Tensor,

@@ -1,0 +1,119 @@
+"""Command line: `relaxforcing generate | train-toy | eval | sweep | bench | serve`."""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Long autoregressive video generation with structured KV memory (Relax Forcing and peers).")
+
+MAX_PROMPT_CHARS = 2000
+
+
+def slug(text: str, limit: int = 40) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "video"
+
+
+def read_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
+    """The prompt argument or the non-empty lines of a prompt file (MovieGen style: one prompt per line)."""
+    if (prompt is None) == (prompts_file is None):
+        raise ValueError("give exactly one of PROMPT or --prompts FILE")
+    if prompts_file is not None:
+        if not prompts_file.is_file():
+            raise ValueError(f"prompt file {prompts_file} does not exist")
+        prompts = [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        if not prompts:
+            raise ValueError(f"prompt file {prompts_file} holds no prompts")
+    else:
+        prompts = [prompt]
+    for p in prompts:
+        if not p.strip():
+            raise ValueError("the prompt is empty")
+        if len(p) > MAX_PROMPT_CHARS:
+            raise ValueError(f"a prompt is {len(p)} characters long; the limit is {MAX_PROMPT_CHARS}")
+    return prompts
+
+
+@app.command()
+def generate(
+    prompt: Annotated[str | None, typer.Argument(help="Text prompt (or use --prompts FILE).")] = None,
+    prompts_file: Annotated[Path | None, typer.Option("--prompts", help="File with one prompt per line.")] = None,
+    seconds: Annotated[float, typer.Option(help="Video length in seconds.")] = 10.0,
+    memory: Annotated[str, typer.Option(help="Memory policy, e.g. relax or relax:sink=2,lambda=2.0.")] = "relax",
+    seed: Annotated[list[int] | None, typer.Option(help="Seed (repeat for several videos per prompt).")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Output mp4 (one prompt, one seed).")] = None,
+    out_dir: Annotated[Path, typer.Option(help="Folder for outputs when there are several.")] = Path("videos"),
+    checkpoint: Annotated[Path | None, typer.Option(help="DiT checkpoint (default: the embedded toy model).")] = None,
+    wan_dir: Annotated[Path | None, typer.Option(help="Wan2.1-T2V-1.3B folder (VAE, umT5, tokenizer).")] = None,
+    lora: Annotated[Path | None, typer.Option(help="LongLive LoRA to merge into the checkpoint.")] = None,
+    trace: Annotated[Path | None, typer.Option(help="Write the per-chunk memory trace (JSON lines).")] = None,
+    batch_size: Annotated[int, typer.Option(help="Videos generated together.")] = 1,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace existing outputs instead of skipping them.")] = False,
+) -> None:
+    """Generate videos, streaming each finished chunk into its mp4."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from relaxforcing.bundles import load_pipeline
+    from relaxforcing.distributed import shard
+
+    prompts = read_prompts(prompt, prompts_file)
+    seeds = seed or [42]
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    jobs = [(p, s) for p in prompts for s in seeds]
+    if output is not None:
+        if len(jobs) != 1:
+            raise ValueError(f"--output names one file but there are {len(jobs)} videos; use --out-dir")
+        if output.suffix.lower() != ".mp4":
+            raise ValueError(f"--output must end in .mp4, got {output}")
+        paths = [output]
+    else:
+        paths = [out_dir / f"{i:04d}_{slug(p)}_s{s}.mp4" for i, (p, s) in enumerate(jobs)]
+        out_dir.mkdir(parents=True, exist_ok=True)
+    rank_jobs = shard(list(zip(jobs, paths, strict=True)))
+    todo = [(job, path) for job, path in rank_jobs if overwrite or not path.exists()]
+    for _, path in rank_jobs:
+        if path.exists() and not overwrite:
+            print(f"skip {path} (exists; --overwrite to replace)", file=sys.stderr)
+    if not todo:
+        return
+    pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device)
+    pipe.latent_frames(seconds)  # validate before any work
+    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("chunk {task.completed}/{task.total}"),
+               TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn()]
+    with Progress(*columns, transient=False) as progress:
+        for first in range(0, len(todo), batch_size):
+            group = todo[first:first + batch_size]
+            task = progress.add_task(f"{group[0][1].name}", total=None, fps=0.0)
+
+            def report(done: int, total: int, fps: float, task=task) -> None:
+                progress.update(task, completed=done, total=total, fps=fps)
+
+            trace_path = trace if trace is None or len(todo) == 1 else trace.with_suffix(f".{first}.jsonl")
+            stats = pipe.generate([p for (p, _), _ in group], [s for (_, s), _ in group], seconds,
+                                  [path for _, path in group], memory=memory, trace_path=trace_path,
+                                  progress=report)
+            for _, path in group:
+                progress.console.print(f"wrote {path} ({stats['video_frames']} frames, {stats['fps']:.1f} fps)")
+
+
+def main() -> None:
+    """Entry point: library errors become one line on stderr and exit status 2."""
+    try:
+        app()
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except (ValueError, OSError, FloatingPointError, RuntimeError, ImportError) as error:
+        message = " ".join(str(error).split()) or type(error).__name__
+        print(f"error: {message}", file=sys.stderr)
+        if os.environ.get("RELAXFORCING_DEBUG"):
+            raise
+        sys.exit(2)
