@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 import torch
 
 from relaxforcing.memory.view import MemoryView
-from relaxforcing.model.rope import apply_rope, rope_factors
+from relaxforcing.model.rope import apply_rope, rope_factors, rotation_dtype
 
 if TYPE_CHECKING:
     from relaxforcing.memory.store import FrameStore
@@ -24,7 +24,8 @@ class MemoryReader:
         self.store = store
         self.frames = view.frames
         device = store.k.device
-        self.rope = rope_factors(view.positions.to(device), grid_hw, head_dim)  # [B, N*T, D/2]
+        dtype = rotation_dtype(store.k.dtype)
+        self.rope = rope_factors(view.positions.to(device), grid_hw, head_dim, dtype)  # [B, N*T, D/2]
         self.keep = None if view.keep_tokens is None else view.keep_tokens.flatten(1).to(device)
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from relaxforcing.model.attention import attention
 from relaxforcing.model.config import WanConfig
-from relaxforcing.model.rope import apply_rope, rope_factors
+from relaxforcing.model.rope import apply_rope, rope_factors, rotation_dtype
 
 KVSink = Callable[[int, torch.Tensor, torch.Tensor], None]
 """Receives ``(layer, k, v)`` with un-roped ``[B, L, H, D]`` keys and values of the current tokens."""
@@ -343,6 +343,7 @@ class CausalWanModel(nn.Module):
         self.check_latents(x, t)
         grid = self.token_grid(tuple(x.shape[3:]))
         positions = query_positions if query_positions.ndim == 2 else query_positions[None]
-        rope = rope_factors(positions.to(x.device), grid, self.config.head_dim)
+        dtype = rotation_dtype(self.patch_embedding.weight.dtype)
+        rope = rope_factors(positions.to(x.device), grid, self.config.head_dim, dtype)
         inputs = SelfAttentionInputs(rope=rope, memory=memory, kv_sink=kv_sink)
         return self._run(x, t, context_kv, inputs)
