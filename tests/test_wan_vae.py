@@ -1,0 +1,154 @@
+"""Wan2.1 VAE: loading the original ``Wan2.1_VAE.pth`` naming and a diffusers folder; streaming == whole decode."""
+
+from __future__ import annotations
+
+import inspect
+import re
+from pathlib import Path
+
+import pytest
+import torch
+from diffusers import AutoencoderKLWan
+
+from relaxforcing.checkpoints import CheckpointError
+from relaxforcing.codecs.wan_vae import (
+    LATENT_MEAN,
+    LATENT_STD,
+    WAN21_VAE_CONFIG,
+    WanVAEDecoder,
+    load_wan_vae,
+    to_uint8_frames,
+)
+
+TINY_VAE = {"base_dim": 8, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2}
+"""Same layout as Wan2.1 (4 levels, 2 residual blocks, so the same flat indices), 12x narrower."""
+
+_RESIDUAL = {"norm1": "residual.0", "conv1": "residual.2", "norm2": "residual.3", "conv2": "residual.6",
+             "conv_shortcut": "shortcut"}
+
+
+def original_name(key: str, num_res_blocks: int = 2) -> str:
+    """diffusers -> ``Wan2.1_VAE.pth`` name, written from Wan's `vae.py` layout (flat nn.Sequential stacks)."""
+    key = re.sub(r"(resnets\.\d+|down_blocks\.\d+)\.(norm1|conv1|norm2|conv2|conv_shortcut)\.",
+                 lambda m: f"{m[1]}.{_RESIDUAL[m[2]]}.", key)
+    key = re.sub(r"^quant_conv\.", "conv1.", key)
+    key = re.sub(r"^post_quant_conv\.", "conv2.", key)
+    key = re.sub(r"^(encoder|decoder)\.conv_in\.", r"\1.conv1.", key)
+    key = re.sub(r"\.norm_out\.", ".head.0.", key)
+    key = re.sub(r"\.conv_out\.", ".head.2.", key)
+    key = re.sub(r"\.mid_block\.attentions\.0\.", ".middle.1.", key)
+    key = re.sub(r"\.mid_block\.resnets\.(\d)\.", lambda m: f".middle.{2 * int(m[1])}.", key)
+    key = re.sub(r"^encoder\.down_blocks\.", "encoder.downsamples.", key)
+    stride = num_res_blocks + 2  # per decoder level: n + 1 residual blocks and one upsampler
+    key = re.sub(r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.",
+                 lambda m: f"decoder.upsamples.{int(m[1]) * stride + int(m[2])}.", key)
+    return re.sub(r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+                  lambda m: f"decoder.upsamples.{int(m[1]) * stride + num_res_blocks + 1}.", key)
+
+
+@pytest.fixture(scope="module")
+def tiny_vae() -> AutoencoderKLWan:
+    torch.manual_seed(0)
+    vae = AutoencoderKLWan(**TINY_VAE).eval()
+    with torch.no_grad():
+        for p in vae.parameters():
+            p.copy_(0.3 * torch.randn_like(p))
+    return vae
+
+
+@pytest.fixture(scope="module")
+def latents() -> torch.Tensor:
+    return torch.randn(2, 16, 5, 2, 4, generator=torch.Generator().manual_seed(1))  # [B, z, F, h, w]
+
+
+@pytest.fixture(scope="module")
+def whole(tiny_vae: AutoencoderKLWan, latents: torch.Tensor) -> torch.Tensor:
+    """Pixels ``[B, 3, T, H, W]`` of the whole video through diffusers' own `AutoencoderKLWan.decode`."""
+    with torch.no_grad():
+        return tiny_vae.decode(WanVAEDecoder(tiny_vae).denormalize(latents)).sample
+
+
+def test_wan21_config_matches_published_values_and_diffusers_defaults() -> None:
+    defaults = {k: p.default for k, p in inspect.signature(AutoencoderKLWan.__init__).parameters.items()}
+    assert all(defaults[k] == v for k, v in WAN21_VAE_CONFIG.items())
+    assert LATENT_MEAN[:3] == (-0.7571, -0.7089, -0.9113) and LATENT_STD[-3:] == (1.1253, 2.8251, 1.9160)
+
+
+def test_original_pth_naming_loads(tmp_path: Path, tiny_vae: AutoencoderKLWan, latents: torch.Tensor) -> None:
+    original = {original_name(k): v for k, v in tiny_vae.state_dict().items()}
+    # Names as they appear in the released Wan2.1_VAE.pth.
+    for name in ("conv1.weight", "conv2.bias", "encoder.conv1.weight", "encoder.downsamples.3.shortcut.weight",
+                 "encoder.downsamples.5.time_conv.weight", "encoder.middle.1.to_qkv.weight",
+                 "decoder.middle.2.residual.6.weight", "decoder.upsamples.3.time_conv.weight",
+                 "decoder.upsamples.4.shortcut.weight", "decoder.upsamples.11.resample.1.weight",
+                 "decoder.upsamples.14.residual.0.gamma", "decoder.head.2.weight"):
+        assert name in original, name
+    torch.save(original, tmp_path / "Wan2.1_VAE.pth")
+    vae = load_wan_vae(tmp_path / "Wan2.1_VAE.pth", config=TINY_VAE)
+    assert vae.state_dict().keys() == tiny_vae.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), tiny_vae.state_dict().values(),
+                                                 strict=True))
+    assert torch.equal(WanVAEDecoder(vae).stream().decode(latents[:1, :, :2]),
+                       WanVAEDecoder(tiny_vae).stream().decode(latents[:1, :, :2]))
+
+
+def test_diffusers_folder_loads_offline(tmp_path: Path, tiny_vae: AutoencoderKLWan, monkeypatch) -> None:
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    tiny_vae.save_pretrained(tmp_path / "vae")
+    vae = load_wan_vae(tmp_path / "vae")
+    assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), tiny_vae.state_dict().values(),
+                                                 strict=True))
+
+
+@pytest.mark.parametrize("chunks", [[1, 3, 1], [3, 2], [1, 1, 1, 1, 1]])
+def test_streaming_decode_equals_whole_decode(tiny_vae: AutoencoderKLWan, latents: torch.Tensor,
+                                              whole: torch.Tensor, chunks: list[int]) -> None:
+    assert whole.shape == (2, 3, 1 + 4 * (latents.shape[2] - 1), 16, 32)
+    stream = WanVAEDecoder(tiny_vae).stream()
+    parts, start = [], 0
+    for size in chunks:
+        parts.append(stream.decode_pixels(latents[:, :, start:start + size]))
+        start += size
+    assert [p.shape[2] for p in parts] == [1 + 4 * (chunks[0] - 1)] + [4 * n for n in chunks[1:]]
+    # Equal up to float rounding: the 1x1x1 post-quant conv runs over chunks here, over the whole video there.
+    torch.testing.assert_close(torch.cat(parts, dim=2), whole, atol=1e-5, rtol=0)
+    assert whole.std() > 0.1  # not a constant image
+
+
+def test_uint8_frames(tiny_vae: AutoencoderKLWan, latents: torch.Tensor, whole: torch.Tensor) -> None:
+    decoder = WanVAEDecoder(tiny_vae)
+    frames = decoder.decode(latents)
+    assert frames.dtype == torch.uint8 and frames.shape == (2, 17, 16, 32, 3)  # [B, T, H, W, 3]
+    assert torch.equal(frames, to_uint8_frames(whole))
+    expected = ((whole.permute(0, 2, 3, 4, 1) + 1) * 127.5).round()
+    assert torch.equal(frames.float(), expected)
+    assert (decoder.stream().decode(latents).int() - frames.int()).abs().max() <= 1
+
+
+def test_denormalize_uses_published_statistics(tiny_vae: AutoencoderKLWan) -> None:
+    z = WanVAEDecoder(tiny_vae).denormalize(torch.ones(1, 16, 1, 1, 1))
+    expected = torch.tensor(LATENT_MEAN) + torch.tensor(LATENT_STD)
+    torch.testing.assert_close(z.flatten(), expected)
+
+
+def test_stream_rejects_a_changed_batch(tiny_vae: AutoencoderKLWan, latents: torch.Tensor) -> None:
+    stream = WanVAEDecoder(tiny_vae).stream()
+    stream.decode(latents[:, :, :1])
+    with pytest.raises(ValueError, match="batch size changed"):
+        stream.decode(latents[:1, :, 1:2])
+
+
+def test_vae_checkpoint_errors(tmp_path: Path, tiny_vae: AutoencoderKLWan) -> None:
+    state = {original_name(k): v for k, v in tiny_vae.state_dict().items()}
+    del state["decoder.head.2.bias"]
+    torch.save(state, tmp_path / "Wan2.1_VAE.pth")
+    with pytest.raises(CheckpointError, match=r"missing \(1\): decoder\.conv_out\.bias"):
+        load_wan_vae(tmp_path / "Wan2.1_VAE.pth", config=TINY_VAE)
+    with pytest.raises(CheckpointError, match="wrong shape"):
+        load_wan_vae(tmp_path / "Wan2.1_VAE.pth")  # full-size Wan2.1 config against tiny tensors
+
+
+def test_wan22_vae_is_refused() -> None:
+    with pytest.raises(ValueError, match="only the Wan2.1 VAE"):
+        WanVAEDecoder(AutoencoderKLWan(base_dim=8, z_dim=16, is_residual=True, patch_size=2, in_channels=12,
+                                       out_channels=12))
