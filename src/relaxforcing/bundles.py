@@ -25,7 +25,7 @@ def toy_weights_dir() -> Path:
 
 def load_toy(device: str = "cpu", weights_dir: Path | None = None) -> VideoPipeline:
     """The embedded toy model of the procedural world (64x64 video at 16 fps), shipped inside the package."""
-    from relaxforcing.codecs.toy import SpaceToDepthCodec
+    from relaxforcing.codecs.toy_ae import ToyAutoencoder
     from relaxforcing.text.toy import ToyTextEncoder
 
     folder = weights_dir or toy_weights_dir()
@@ -37,16 +37,19 @@ def load_toy(device: str = "cpu", weights_dir: Path | None = None) -> VideoPipel
     model = CausalWanModel(WanConfig.from_dict(meta["model"]))
     model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()}, strict=True)
     model = model.to(device).eval().requires_grad_(False)
+    codec = ToyAutoencoder()
+    codec.load_state_dict(load_file(str(folder / meta["codec"]["file"])), strict=True)
+    codec = codec.to(device).eval().requires_grad_(False)
     text = ToyTextEncoder()
     schedule = meta["schedule"]
     return VideoPipeline(
         model=model,
-        encode_text=lambda prompts: text.encode(prompts),
-        codec=SpaceToDepthCodec(),
+        encode_text=lambda prompts: text.encode(prompts, device=device),
+        codec=codec,
         latent_hw=tuple(meta["latent_hw"]),
         fps=meta["fps"],
         frames_per_latent=meta["frames_per_latent"],
-        schedule=FlowSchedule(steps=tuple(schedule["steps"]), warp=schedule["warp"], shift=schedule["shift"]),
+        schedule=FlowSchedule(**{**schedule, "steps": tuple(schedule["steps"])}),
         upscale=meta.get("upscale", 1),
         name="toy",
     )

@@ -104,6 +104,28 @@ def generate(
                 progress.console.print(f"wrote {path} ({stats['video_frames']} frames, {stats['fps']:.1f} fps)")
 
 
+@app.command("train-toy")
+def train_toy(
+    run_dir: Annotated[Path, typer.Option(help="Folder for checkpoints and the loss log (resumed if present).")] = Path(
+        "runs/toy"),
+    steps: Annotated[int, typer.Option(help="Total optimisation steps.")] = 20000,
+    batch: Annotated[int, typer.Option(help="Clips per step.")] = 32,
+    time_budget: Annotated[float, typer.Option(help="Stop (and checkpoint) after this many seconds.")] = 540.0,
+    device: Annotated[str, typer.Option(help="Training device.")] = "cuda",
+    export_to: Annotated[Path | None, typer.Option("--export", help="Write fp16 EMA weights + sidecar here.")] = None,
+) -> None:
+    """Train the embedded toy model on the procedural world (resumable, time-boxed)."""
+    from relaxforcing.toyworld.train import TrainConfig, export, train
+
+    if steps < 1 or batch < 1 or time_budget <= 0:
+        raise ValueError("--steps, --batch and --time-budget must be positive")
+    config = TrainConfig(steps=steps, batch=batch)
+    result = train(run_dir, config, time_budget, device=device)
+    print(f"step {result['step']} of {steps}" + (" (done)" if result["done"] else " (run again to resume)"))
+    if export_to is not None:
+        print(f"exported {export(run_dir, export_to, config)}")
+
+
 def main() -> None:
     """Entry point: library errors become one line on stderr and exit status 2."""
     try:

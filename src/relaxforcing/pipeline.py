@@ -20,7 +20,7 @@ from relaxforcing.video import VideoWriter
 
 
 class ChunkDecoder(Protocol):
-    def decode(self, latents: torch.Tensor) -> np.ndarray:
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """``[B, C, f, h, w]`` latents -> uint8 frames ``[B, T, H, W, 3]``, carrying state across calls."""
         ...
 
@@ -74,7 +74,7 @@ class VideoPipeline:
             if not torch.isfinite(chunk.latents).all():
                 raise FloatingPointError(f"non-finite latents in chunk {chunk.index} (frames {chunk.start}.."
                                          f"{chunk.start + chunk.latents.shape[2] - 1}); generation stopped")
-            yield chunk, decoder.decode(chunk.latents)
+            yield chunk, decoder.decode(chunk.latents).cpu().numpy()
 
     def generate(
         self,

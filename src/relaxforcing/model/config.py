@@ -66,8 +66,9 @@ class WanConfig:
 PRESETS: dict[str, WanConfig] = {
     "wan2.1-t2v-1.3b": WanConfig(),
     "wan2.1-t2v-14b": WanConfig(dim=5120, ffn_dim=13824, num_heads=40, num_layers=40),
-    # Embedded toy model: 192-channel space-to-depth latents, 16x16 grid -> 64 tokens per latent frame.
-    "toy": WanConfig(dim=256, ffn_dim=1024, num_heads=4, num_layers=6, in_dim=192, out_dim=192,
+    # Embedded toy model on the learned toy codec's latents: 16 channels on a 16x16 grid, 2x2 patches -> 64 tokens
+    # per latent frame, the Wan geometry at 1/24 of the tokens.
+    "toy": WanConfig(dim=256, ffn_dim=1024, num_heads=4, num_layers=6, in_dim=16, out_dim=16,
                      text_dim=64, text_len=24),
     # Test sizes: two layers, two heads.
     "tiny": WanConfig(dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, in_dim=4, out_dim=4,

@@ -18,6 +18,10 @@ class FlowSchedule:
     shift: float = 5.0
     """Timestep shift: sigma' = shift*sigma / (1 + (shift-1)*sigma)."""
     num_train_timesteps: int = 1000
+    fresh_noise: bool = True
+    """Re-noise each x0 estimate with fresh Gaussian noise (Self-Forcing, for distilled few-step models); when
+    False, re-noise with the noise the model implies, x_t + (1 - sigma) v — a deterministic Euler step of the
+    flow ODE, which plain (undistilled) flow-matching models such as the toy need."""
 
     def __post_init__(self) -> None:
         if not self.steps or any(not 0 < s <= self.num_train_timesteps for s in self.steps):

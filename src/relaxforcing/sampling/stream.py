@@ -125,7 +125,11 @@ class StreamSampler:
             x0 = (x.double() - sigma * flow.double()).float()
             if i + 1 < len(self.timesteps):
                 next_sigma = self.sigmas[i + 1]
-                x = (1 - next_sigma) * x0 + next_sigma * self.noise(generators, shape)
+                if self.schedule.fresh_noise:
+                    noise = self.noise(generators, shape)
+                else:
+                    noise = (x.double() + (1 - sigma) * flow.double()).float()
+                x = (1 - next_sigma) * x0 + next_sigma * noise
         if commit:
             keys: list[torch.Tensor] = []
             values: list[torch.Tensor] = []

@@ -1,0 +1,190 @@
+"""Training of the embedded toy model: the toy autoencoder, then block-causal teacher-forced flow matching of the
+DiT on 21-latent-frame clips.
+
+Runs in time-boxed sessions (``--time-budget``) that checkpoint and resume, so a 10-minute command limit is
+no obstacle. ``export`` writes the EMA DiT weights (fp16), the codec and a JSON sidecar into the package.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import save_file
+
+from relaxforcing.codecs.toy_ae import ToyAutoencoder
+from relaxforcing.model.config import WanConfig
+from relaxforcing.model.wan import CausalWanModel
+from relaxforcing.sampling.schedule import FlowSchedule
+from relaxforcing.text.toy import ToyTextEncoder
+from relaxforcing.toyworld.captions import caption
+from relaxforcing.toyworld.render import render_batch, to_float
+from relaxforcing.toyworld.world import sample_world
+
+TOY_SCHEDULE = FlowSchedule(steps=(1000, 875, 750, 625, 500, 375, 250, 125), warp=True, shift=3.0, fresh_noise=False)
+"""Eight Euler steps of the flow ODE: the toy is not distilled, so Self-Forcing's four fresh-noise steps would
+leave it blurry."""
+CLIP_LATENT_FRAMES = 21
+"""Self-Forcing's training horizon (81 video frames; here 84 = 21 x 4)."""
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 20000
+    batch: int = 32
+    lr: float = 3e-4
+    warmup: int = 300
+    weight_decay: float = 0.01
+    ema: float = 0.999
+    grad_clip: float = 1.0
+    seed: int = 0
+    log_every: int = 50
+    save_every: int = 500
+    codec_seconds: float = 60.0
+    """Time spent training the autoencoder before the DiT (first session only)."""
+
+
+class ToyData:
+    """An endless stream of rendered clips and captions from fresh world seeds."""
+
+    def __init__(self, device: torch.device, seed: int):
+        self.device = device
+        self.text = ToyTextEncoder()
+        self.rng = np.random.default_rng(seed)
+
+    def clips(self, size: int, frames: int) -> tuple[torch.Tensor, list[str]]:
+        """``[B, frames, 3, 64, 64]`` video in [-1, 1] from any phase of a long video, and captions."""
+        worlds = [sample_world(int(s)) for s in self.rng.integers(0, 2**62, size)]
+        start = int(self.rng.integers(0, 4 * 240))
+        videos, _ = render_batch(worlds, frames, self.device, start_frame=start)
+        captions = [caption(w.scene, with_sizes=bool(self.rng.integers(0, 2))) for w in worlds]
+        return to_float(videos), captions
+
+    def batch(self, size: int, codec: ToyAutoencoder) -> tuple[torch.Tensor, torch.Tensor]:
+        video, captions = self.clips(size, 4 * CLIP_LATENT_FRAMES)
+        with torch.no_grad():
+            latents = codec.encode(video)  # [B, 16, 21, 16, 16]
+        return latents, self.text.encode(captions).to(self.device)
+
+
+def train_codec(codec: ToyAutoencoder, data: ToyData, seconds: float) -> float:
+    """Fit the autoencoder to rendered video (MSE), then set its latent mean/std; returns the last loss."""
+    opt = torch.optim.AdamW([p for n, p in codec.named_parameters()], lr=1e-3)
+    began, loss = time.time(), torch.tensor(0.0)
+    while time.time() - began < seconds:
+        video, _ = data.clips(32, 16)
+        loss = torch.nn.functional.mse_loss(codec.s2d.decode(codec._cells(codec._cells(
+            codec.s2d.encode(video), codec.encoder), codec.decoder)), video)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+    with torch.no_grad():
+        video, _ = data.clips(64, 16)
+        z = codec._cells(codec.s2d.encode(video), codec.encoder)  # [B, 16, F, h, w]
+        codec.mean.copy_(z.mean(dim=(0, 2, 3, 4)))
+        codec.std.copy_(z.std(dim=(0, 2, 3, 4)).clamp(min=1e-3))
+    return float(loss.detach())
+
+
+def flow_matching_loss(model: CausalWanModel, latents: torch.Tensor, context: torch.Tensor,
+                       generator: torch.Generator) -> torch.Tensor:
+    """MSE between predicted and true flow (noise - x0); every chunk gets its own noise level."""
+    b, _, f = latents.shape[:3]
+    chunks = f // model.config.chunk_frames
+    u = torch.rand(b, chunks, generator=generator, device=latents.device)
+    shift = TOY_SCHEDULE.shift  # train where the sampler spends its steps
+    sigma = (shift * u / (1 + (shift - 1) * u)).repeat_interleave(model.config.chunk_frames, dim=1)  # [B, F]
+    noise = torch.randn(latents.shape, generator=generator, device=latents.device)
+    s = sigma[:, None, :, None, None]
+    noisy = (1 - s) * latents + s * noise
+    flow = model.forward_teacher_forcing(latents, noisy, sigma * 1000, context)
+    return torch.nn.functional.mse_loss(flow.float(), noise - latents)
+
+
+def train(run_dir: Path, config: TrainConfig, time_budget: float, device: str = "cuda") -> dict:
+    """Train (or resume) until ``config.steps`` or ``time_budget`` seconds; checkpoint on exit."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    dev = torch.device(device)
+    torch.manual_seed(config.seed)
+    model = CausalWanModel(WanConfig.from_name("toy")).to(dev)
+    ema = CausalWanModel(WanConfig.from_name("toy")).to(dev).requires_grad_(False)
+    ema.load_state_dict(model.state_dict())
+    opt = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
+    codec = ToyAutoencoder().to(dev)
+    state_path = run_dir / "state.pt"
+    step = 0
+    data = ToyData(dev, seed=config.seed * 1_000_003)
+    if state_path.exists():
+        state = torch.load(state_path, map_location=dev, weights_only=True)
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        opt.load_state_dict(state["opt"])
+        codec.load_state_dict(state["codec"])
+        step = int(state["step"])
+        data = ToyData(dev, seed=config.seed * 1_000_003 + step)
+    else:
+        codec_loss = train_codec(codec, data, config.codec_seconds)
+        print(f"codec reconstruction mse {codec_loss:.5f}", flush=True)
+    codec.requires_grad_(False)
+    generator = torch.Generator(dev).manual_seed(config.seed + step)
+    schedule = lambda s: min(1.0, (s + 1) / config.warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / config.steps)))  # noqa: E731
+    began = time.time()
+    log = open(run_dir / "loss.jsonl", "a")
+
+    def save() -> None:
+        tmp = state_path.with_suffix(".tmp")
+        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
+                    "codec": codec.state_dict()}, tmp)
+        tmp.replace(state_path)
+
+    running = []
+    while step < config.steps and time.time() - began < time_budget:
+        for group in opt.param_groups:
+            group["lr"] = config.lr * schedule(step)
+        latents, context = data.batch(config.batch, codec)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            loss = flow_matching_loss(model, latents, context, generator)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            for p_ema, p in zip(ema.parameters(), model.parameters(), strict=True):
+                p_ema.lerp_(p, 1 - config.ema)
+        step += 1
+        running.append(loss.detach())
+        if step % config.log_every == 0:
+            mean = float(torch.stack(running).mean())
+            running.clear()
+            log.write(json.dumps({"step": step, "loss": mean, "lr": config.lr * schedule(step),
+                                  "elapsed": time.time() - began}) + "\n")
+            log.flush()
+            print(f"step {step} loss {mean:.4f}", flush=True)
+        if step % config.save_every == 0:
+            save()
+    save()
+    log.close()
+    return {"step": step, "done": step >= config.steps}
+
+
+def export(run_dir: Path, weights_dir: Path, config: TrainConfig | None = None) -> Path:
+    """Write the EMA weights as fp16 safetensors plus a JSON sidecar (model config, schedule, codec, training)."""
+    state = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=True)
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    path = weights_dir / "toy.safetensors"
+    save_file({k: v.half().contiguous() for k, v in state["ema"].items()}, str(path))
+    save_file({k: v.float().contiguous() for k, v in state["codec"].items()}, str(weights_dir / "toy_codec.safetensors"))
+    meta = {
+        "model": WanConfig.from_name("toy").to_dict(),
+        "schedule": {**asdict(TOY_SCHEDULE), "steps": list(TOY_SCHEDULE.steps)},
+        "codec": {"kind": "toy-autoencoder", "file": "toy_codec.safetensors"},
+        "fps": 16, "frames_per_latent": 4, "latent_hw": [16, 16], "upscale": 4,
+        "training": {"step": int(state["step"]), **(asdict(config) if config else {})},
+    }
+    (weights_dir / "toy.json").write_text(json.dumps(meta, indent=2))
+    return path
