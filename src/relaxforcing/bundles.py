@@ -76,3 +76,22 @@ def load_pipeline(
     from relaxforcing.wan_pipeline import load_wan
 
     return load_wan(checkpoint, wan_dir, lora=lora, device=device)
+
+
+def random_pipeline(preset: str, device: str | None = None) -> VideoPipeline:
+    """A full-size model with random weights (speed does not depend on them): the DiT preset in bf16 on CUDA,
+    random 512-token text embeddings, and the full Wan VAE decoder with random weights; 832x480 latents."""
+    from diffusers import AutoencoderKLWan
+
+    from relaxforcing.codecs.wan_vae import WAN21_VAE_CONFIG, WanVAEDecoder
+
+    device = device or local_device()
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    cfg = WanConfig.from_name(preset)
+    with torch.device(device):
+        model = CausalWanModel(cfg).to(dtype).eval().requires_grad_(False)
+    vae = WanVAEDecoder(AutoencoderKLWan(**WAN21_VAE_CONFIG).to(device, dtype).eval())
+    return VideoPipeline(model=model,
+                         encode_text=lambda prompts: torch.randn(len(prompts), cfg.text_len, cfg.text_dim, device=device,
+                                                                 dtype=dtype),
+                         codec=vae, latent_hw=(60, 104), name=f"{preset} (random weights)")

@@ -73,6 +73,8 @@ def generate(
             raise ValueError(f"--output names one file but there are {len(jobs)} videos; use --out-dir")
         if output.suffix.lower() != ".mp4":
             raise ValueError(f"--output must end in .mp4, got {output}")
+        if output.exists() and not overwrite:
+            raise ValueError(f"{output} already exists; pass --overwrite to replace it")
         paths = [output]
     else:
         paths = [out_dir / f"{i:04d}_{slug(p)}_s{s}.mp4" for i, (p, s) in enumerate(jobs)]
@@ -124,6 +126,27 @@ def train_toy(
     print(f"step {result['step']} of {steps}" + (" (done)" if result["done"] else " (run again to resume)"))
     if export_to is not None:
         print(f"exported {export(run_dir, export_to, config)}")
+
+
+@app.command()
+def bench(
+    policies: Annotated[str, typer.Option(help="Comma-separated memory policies.")] = "dense,sink,longlive,infinity,relax",
+    seconds: Annotated[float, typer.Option(help="Video length per policy.")] = 60.0,
+    long_seconds: Annotated[float | None, typer.Option(help="Second length for memory flatness (e.g. 300).")] = None,
+    model: Annotated[str, typer.Option(help="toy (embedded) or a full-size preset with random weights, e.g. "
+                                             "wan2.1-t2v-1.3b (GPU).")] = "toy",
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write all numbers as JSON here.")] = None,
+    device: Annotated[str | None, typer.Option(help="Device (default: cuda if available).")] = None,
+) -> None:
+    """Time self-attention, DiT, decode and end-to-end generation per memory policy, side by side."""
+    from relaxforcing.bench.run import markdown, run_bench
+    from relaxforcing.bundles import load_pipeline, random_pipeline
+
+    names = [p.strip() for p in policies.split(",") if p.strip()]
+    pipe = load_pipeline(device=device) if model == "toy" else random_pipeline(model, device=device)
+    report = run_bench(pipe, names, seconds, long_seconds, json_out)
+    print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")
+    print(markdown(report))
 
 
 def main() -> None:
