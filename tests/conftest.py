@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
+
 import pytest
 import torch
 
@@ -22,3 +25,30 @@ def tiny_model() -> CausalWanModel:
 @pytest.fixture
 def tiny_context() -> torch.Tensor:
     return torch.randn(2, 5, WanConfig.from_name("tiny").text_dim, generator=torch.Generator().manual_seed(1))
+
+
+class NetworkBlocked(OSError):
+    """Raised when code under test tries to reach a non-loopback address."""
+
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(sock: socket.socket, address) -> None:
+    host = address[0] if isinstance(address, tuple) else address
+    if sock.family == socket.AF_UNIX or host in ("localhost", ""):
+        return _real_connect(sock, address)
+    try:
+        if ipaddress.ip_address(host).is_loopback:
+            return _real_connect(sock, address)
+    except ValueError:
+        pass
+    raise NetworkBlocked(f"network access to {address!r} is blocked during tests")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_network():
+    """The whole suite runs with outbound sockets blocked (loopback stays open for the viewer's server)."""
+    socket.socket.connect = _loopback_only
+    yield
+    socket.socket.connect = _real_connect

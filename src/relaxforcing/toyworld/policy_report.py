@@ -40,8 +40,8 @@ def measure(
     if out_jsonl.exists():
         done = {(r["policy"], r["prompt"]) for r in map(json.loads, out_jsonl.read_text().splitlines())}
     num_frames = pipe.latent_frames(max(seconds))
-    for policy in policies:
-        for seed, prompt in enumerate(prompts):
+    for seed, prompt in enumerate(prompts):  # prompts outermost: a partial run covers every policy
+        for policy in policies:
             if (policy, prompt) in done:
                 continue
             frames = np.concatenate([f for _, f in pipe.stream([prompt], [seed], num_frames, policy)], axis=1)[0]

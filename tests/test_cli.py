@@ -1,0 +1,87 @@
+"""The main command end to end on the embedded toy model, and its one-line errors."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import av
+import pytest
+
+from relaxforcing.bundles import load_toy
+from relaxforcing.video import VideoWriter
+
+PROMPT = "a red circle and a blue square bouncing on a black background"
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "relaxforcing", *args], capture_output=True, text=True)
+
+
+def test_network_is_blocked_in_tests():
+    with pytest.raises(OSError, match="blocked"):
+        socket.create_connection(("93.184.216.34", 80), timeout=1)
+
+
+def test_generate_writes_a_playable_mp4_and_trace(tmp_path):
+    out, trace = tmp_path / "v.mp4", tmp_path / "t.jsonl"
+    result = run_cli("generate", PROMPT, "--seconds", "3", "-o", str(out), "--trace", str(trace), "--seed", "5")
+    assert result.returncode == 0, result.stderr
+    with av.open(str(out)) as container:
+        stream = container.streams.video[0]
+        frames = sum(1 for _ in container.decode(stream))
+        assert (stream.width, stream.height) == (256, 256)
+    assert frames == 48  # 3 s at 16 fps = 12 latent frames = 4 chunks
+    records = [json.loads(line) for line in trace.read_text().splitlines()]
+    assert [r["chunk"] for r in records] == [0, 1, 2, 3]
+    assert [a["role"] for a in records[-1]["attended"]] == ["sink", "sink", "history", "tail"] + ["current"] * 3
+
+
+def test_generate_in_process_without_network(tmp_path):
+    pipe = load_toy()
+    stats = pipe.generate([PROMPT], [1], 1.5, [tmp_path / "a.mp4"], memory="infinity")
+    assert stats["video_frames"] == 24 and stats["latent_frames"] == 6
+
+
+def test_partial_video_stays_playable(tmp_path):
+    """Fragments are flushed as they are written: a copy taken mid-run (as after a crash) decodes."""
+    import numpy as np
+
+    path = tmp_path / "p.mp4"
+    writer = VideoWriter(path, fps=16)
+    writer.write(np.random.default_rng(0).integers(0, 255, (40, 64, 64, 3), dtype=np.uint8))
+    crashed = tmp_path / "crashed.mp4"
+    crashed.write_bytes(path.read_bytes())
+    writer.close()
+    with av.open(str(crashed)) as container:
+        assert sum(1 for _ in container.decode(video=0)) >= 16
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [(["generate", PROMPT, "--memory", "bogus"], "unknown memory policy 'bogus'"),
+     (["generate", PROMPT, "--memory", "relax:sink=x"], "not a valid int"),
+     (["generate", "a red dragon", "--seconds", "1"], "unknown word 'dragon'"),
+     (["generate", "   "], "the prompt is empty"),
+     (["generate", PROMPT, "--seconds", "0"], "--seconds must be positive"),
+     (["generate", PROMPT, "-o", "/nonexistent/dir/v.mp4", "--seconds", "1"], "does not exist"),
+     (["generate", PROMPT, "-o", "video.avi"], "must end in .mp4"),
+     (["generate", PROMPT, "--checkpoint", "/nonexistent.pt", "--wan-dir", "/nonexistent-wan"], "nonexistent"),
+     (["generate", PROMPT, "--device", "cuda:0"], "CUDA is not available"),
+     (["generate"], "give exactly one of PROMPT or --prompts")],
+)
+def test_bad_input_gets_one_line_error(args, message, tmp_path):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_existing_output_is_not_overwritten(tmp_path):
+    out = tmp_path / "keep.mp4"
+    out.write_bytes(b"user data")
+    result = run_cli("generate", PROMPT, "-o", str(out), "--seconds", "1")
+    assert result.returncode == 2 and "already exists" in result.stderr
+    assert out.read_bytes() == b"user data"
