@@ -1,0 +1,49 @@
+"""The `relaxforcing serve` command, registered onto the main Typer app."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+WS_MAX_BYTES = 1 << 16
+"""Largest message the page may send (prompts are at most 2,000 characters)."""
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``serve`` command to ``app``."""
+
+    @app.command()
+    def serve(
+        host: Annotated[str, typer.Option(help="Interface to listen on (0.0.0.0 exposes the viewer to the network).")
+                        ] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+        checkpoint: Annotated[Path | None, typer.Option(help="DiT checkpoint (default: the embedded toy model).")
+                              ] = None,
+        wan_dir: Annotated[Path | None, typer.Option(help="Wan2.1-T2V-1.3B folder (VAE, umT5, tokenizer).")] = None,
+        lora: Annotated[Path | None, typer.Option(help="LongLive LoRA to merge into the checkpoint.")] = None,
+        device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+        max_seconds: Annotated[float, typer.Option(help="Longest video a page may ask for.")] = 60.0,
+        max_jobs: Annotated[int, typer.Option(help="Generations running at once over all pages.")] = 2,
+    ) -> None:
+        """Serve the live viewer: type a prompt, watch it stream, inspect the memory, switch prompts."""
+        try:
+            import uvicorn
+
+            from relaxforcing.server.app import allowed_hosts_for, create_app
+        except ImportError as error:
+            raise ImportError(f"`relaxforcing serve` needs the serve extra (pip install 'relaxforcing[serve]'): "
+                              f"{error}") from None
+        from relaxforcing.bundles import load_pipeline
+
+        if not 1 <= port <= 65535:
+            raise ValueError(f"--port={port} must be in 1..65535")
+        pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device)
+        hosts = allowed_hosts_for(host)
+        web = create_app(pipe, allowed_hosts=hosts, max_seconds=max_seconds, max_jobs=max_jobs)
+        shown = f"[{host}]" if ":" in host else host
+        print(f"relaxforcing viewer ({pipe.name} model) on http://{shown}:{port}/  (Ctrl+C to stop)")
+        if hosts is None:
+            print(f"warning: listening on {host} accepts any Host header; anyone on the network can generate")
+        uvicorn.run(web, host=host, port=port, log_level="warning", ws_max_size=WS_MAX_BYTES)

@@ -1,0 +1,208 @@
+"""The live viewer: the page in headless Chromium, same-origin checks, stop on disconnect, input validation."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+
+import av
+import httpx
+import pytest
+import uvicorn
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import ClientConnection, connect
+
+from relaxforcing.bundles import load_toy
+from relaxforcing.server import create_app
+from relaxforcing.server.cli import WS_MAX_BYTES
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PROMPT = "a red circle and a small yellow square bouncing on a checkered navy background"
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "assets" / "viewer.png"
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[SimpleNamespace]:
+    app = create_app(load_toy("cpu"), max_seconds=60.0)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", ws_max_size=WS_MAX_BYTES)
+    uv = uvicorn.Server(config)
+    thread = threading.Thread(target=uv.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not uv.started:
+        assert time.monotonic() < deadline, "the server did not start in 30 s"
+        time.sleep(0.05)
+    yield SimpleNamespace(app=app, url=f"http://127.0.0.1:{port}", ws=f"ws://127.0.0.1:{port}/ws")
+    uv.should_exit = True
+    thread.join(60)
+    sock.close()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.skip(f"{CHROMIUM} is missing: install Debian's chromium package (apt-get install -y chromium)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright (python) is not installed")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        yield chromium
+        chromium.close()
+
+
+def receive(ws: ClientConnection, kind: str, timeout: float = 60) -> dict:
+    """The next JSON message of type ``kind`` (binary frames and other messages are skipped)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        message = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+        if isinstance(message, str) and (parsed := json.loads(message))["type"] == kind:
+            return parsed
+
+
+def roles(page, pane: int = 0) -> list[tuple[str, int, int]]:
+    """(role, latent frame, RoPE position) of each attended column of a pane's timeline, in frame order."""
+    cols = page.eval_on_selector_all(f"#pane-{pane} .timeline [data-role]",
+                                     "cols => cols.map(c => [c.dataset.role, +c.dataset.frame, +c.dataset.position])")
+    return [tuple(col) for col in cols]
+
+
+def scrub(page, pane: int, chunk: int) -> None:
+    page.eval_on_selector(f"#pane-{pane} .scrub",
+                          "(el, v) => { el.value = v; el.dispatchEvent(new Event('input')); }", chunk)
+
+
+def test_page_streams_a_relax_video_with_its_memory_timeline(server, browser, tmp_path):
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    problems: list[str] = []
+    page.on("pageerror", lambda error: problems.append(str(error)))
+    page.on("console", lambda message: message.type == "error" and problems.append(message.text))
+    page.goto(server.url)
+    page.wait_for_selector("#connection.on")
+
+    # Bad inputs come back as messages in the page, and the page keeps working.
+    for field, value, expected in [("#prompt", "a red dragon bouncing", "unknown word 'dragon'"),
+                                   ("#memory", "relax:foo=1", "relax: unknown parameter 'foo'"),
+                                   ("#seconds", "1000", "seconds=1000 is out of range (0, 60.0]")]:
+        page.fill("#prompt", PROMPT)
+        page.fill("#memory", "relax")
+        page.fill("#seconds", "10")
+        page.fill(field, value)
+        page.click("#generate")
+        page.wait_for_function("t => document.querySelector('#error').textContent.includes(t)", arg=expected)
+
+    page.fill("#memory", "relax")
+    page.fill("#seconds", "10")
+    page.fill("#seed", "1")
+    page.click("#generate")
+    page.wait_for_selector("#pane-0[data-chunks='4']", timeout=120_000)
+    assert page.inner_text("#error") == ""
+    page.fill("#switch-prompt", "a blue square bouncing on a plain white background")
+    page.click("#switch")
+    page.wait_for_selector("#pane-0[data-done='done']", timeout=180_000)
+    page.wait_for_selector("#pane-0[data-frames-received='168']")  # 10 s -> 42 latent frames -> 14 chunks x 12
+
+    last = roles(page)  # chunk 13: [sink x2 | history | tail | current x3] at positions t-4 .. t+2
+    assert [r for r, _, _ in last] == ["sink", "sink", "history", "tail", "current", "current", "current"]
+    assert [f for _, f, _ in last] == [0, 1, last[2][1], 38, 39, 40, 41] and 2 <= last[2][1] < 38
+    assert [p for _, _, p in last] == list(range(35, 42))
+    assert page.locator("#pane-0 .timeline .col").count() == 42
+    assert page.locator("#pane-0 .timeline [data-score]").count() == 4  # relax's four scored candidates
+    assert page.locator("#pane-0 .timeline .col.switch").count() == 1
+    assert "relax: switched to “a blue square" in page.inner_text("#log")
+    assert page.locator("#pane-0 .timeline .prompt.p1").count() > 0  # frames made under the second prompt
+    page.wait_for_function("document.querySelector('#pane-0').dataset.framesPlayed >= 16")
+    page.screenshot(path=tmp_path / "viewer.png", full_page=True)
+    if os.environ.get("RELAXFORCING_DOCS_SCREENSHOT"):  # refresh the docs' picture
+        shutil.copy(tmp_path / "viewer.png", DOCS_SCREENSHOT)
+    scrub(page, 0, 1)  # back to the dense warm-up
+    assert [r for r, _, _ in roles(page)] == ["sink", "sink", "window", "current", "current", "current"]
+    assert page.locator("#pane-0 .timeline .col.future").count() == 42 - 6
+
+    href = page.get_attribute("#pane-0 .download", "href")
+    video = httpx.get(server.url + href, timeout=30)
+    assert video.status_code == 200 and video.headers["content-type"] == "video/mp4"
+    (tmp_path / "video.mp4").write_bytes(video.content)
+    with av.open(str(tmp_path / "video.mp4")) as container:
+        frames = [frame.to_ndarray(format="rgb24") for frame in container.decode(video=0)]
+    assert len(frames) == 168 and frames[0].shape == (256, 256, 3)
+    assert problems == []
+    page.close()
+
+
+def test_two_policies_side_by_side(server, browser):
+    page = browser.new_page()
+    page.goto(server.url)
+    page.fill("#prompt", PROMPT)
+    page.fill("#memory", "relax")
+    page.fill("#compare", "sink:sink=1,tail=3")
+    page.fill("#seconds", "2")  # 32 frames -> 9 latent frames -> 3 chunks per pane
+    page.click("#generate")
+    for pane in (0, 1):
+        page.wait_for_selector(f"#pane-{pane}[data-done='done']", timeout=120_000)
+        page.wait_for_selector(f"#pane-{pane}[data-frames-received='36']")
+    assert page.inner_text("#pane-1 .policy") == "sink"
+    assert [r for r, _, _ in roles(page, 1)] == ["sink", "tail", "tail", "tail", "current", "current", "current"]
+    assert [r for r, _, _ in roles(page, 0)] == ["sink", "sink", "history", "tail", "current", "current", "current"]
+    page.close()
+
+
+def test_cross_origin_requests_are_refused(server):
+    with pytest.raises(InvalidStatus) as refused:
+        connect(server.ws, origin="http://evil.example", proxy=None, open_timeout=10)
+    assert refused.value.response.status_code == 403
+    with connect(server.ws, origin=server.url, proxy=None) as ws:  # the page's own origin is welcome
+        ws.send(json.dumps({"type": "stop"}))
+    rebound = httpx.get(server.url + "/", headers={"Host": "evil.example"})  # DNS rebinding
+    assert rebound.status_code == 400
+
+
+def test_bad_messages_get_an_error_reply(server):
+    with connect(server.ws, proxy=None) as ws:
+        for message, expected in [
+            ("not json", "Expecting value"),
+            ({"type": "dance"}, "unknown message type 'dance'"),
+            ({"type": "switch", "prompt": "a red circle"}, "nothing is being generated"),
+            ({"type": "start", "prompt": PROMPT, "memory": "relax", "seconds": 5, "seed": -1}, "seed=-1 is out of"),
+            ({"type": "start", "prompt": PROMPT, "memory": ["relax", "sink", "dense"], "seconds": 5, "seed": 1},
+             "give 1 to 2 memory policies"),
+            ({"type": "start", "prompt": "", "memory": "relax", "seconds": 5, "seed": 1}, "the prompt is empty"),
+            ({"type": "start", "prompt": PROMPT, "memory": "nope", "seconds": 5, "seed": 1},
+             "unknown memory policy 'nope'"),
+        ]:
+            ws.send(message if isinstance(message, str) else json.dumps(message))
+            assert expected in receive(ws, "error", timeout=10)["message"]
+
+
+def test_closing_the_socket_stops_the_generation(server):
+    with connect(server.ws, origin=server.url, proxy=None) as ws:
+        ws.send(json.dumps({"type": "start", "prompt": PROMPT, "memory": "relax", "seconds": 60, "seed": 7}))
+        job_id = receive(ws, "chunk")["job"]
+    job = server.app.state.board.jobs[job_id]
+    job.thread.join(timeout=60)
+    assert not job.thread.is_alive(), "the worker kept generating after the socket closed"
+    assert job.state == "stopped" and job.chunks_done < job.total_chunks == 80
+    done = job.chunks_done
+    time.sleep(0.5)
+    assert job.chunks_done == done
+
+
+def test_stop_message_ends_the_job_and_keeps_its_video(server):
+    with connect(server.ws, proxy=None) as ws:
+        ws.send(json.dumps({"type": "start", "prompt": PROMPT, "memory": "sink", "seconds": 30, "seed": 2}))
+        receive(ws, "chunk")
+        ws.send(json.dumps({"type": "stop"}))
+        done = receive(ws, "done")
+    assert done["state"] == "stopped" and 1 <= done["chunks"] < 40
+    video = httpx.get(server.url + done["downloads"][0], timeout=30)
+    assert video.status_code == 200 and video.content[4:8] == b"ftyp"
