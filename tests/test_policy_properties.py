@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
 from naive_memory import NaiveStore
+
 from relaxforcing.memory import build_policy
 
 

@@ -149,6 +149,16 @@ def bench(
     print(markdown(report))
 
 
+def _register_extensions() -> None:
+    """Commands whose modules own their options: the viewer (``serve``)."""
+    from relaxforcing.server.cli import register as register_serve
+
+    register_serve(app)
+
+
+_register_extensions()
+
+
 def main() -> None:
     """Entry point: library errors become one line on stderr and exit status 2."""
     try:
