@@ -1,0 +1,164 @@
+"""load_wan on a tiny Wan2.1 folder laid out as the public download: `relaxforcing generate --checkpoint --wan-dir`
+writes a playable mp4 of 1 + 4(F - 1) frames; prompts are encoded once, up front; missing files are named."""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import weakref
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+from wan_fixtures import (
+    TEST_LATENT_HW,
+    TEST_SIZE,
+    TINY_WAN,
+    tiny_dit,
+    write_diffusers_dir,
+    write_self_forcing_pt,
+    write_wan_dir,
+)
+
+from relaxforcing import wan_pipeline
+from relaxforcing.checkpoints import load_dit
+from relaxforcing.cli import app
+from relaxforcing.evaluation.video_io import iter_frames, probe_video
+from relaxforcing.text.umt5 import UMT5TextEncoder
+from relaxforcing.wan_pipeline import WanVideoPipeline, load_wan
+
+PROMPTS = ["a cat runs on the beach", "the red car at sunset", "a dog"]
+
+
+@pytest.fixture(autouse=True)
+def offline_and_small(monkeypatch, tmp_path: Path) -> None:
+    """No network, the text cache under tmp_path, and a test-only frame size the CPU VAE decodes in seconds."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setitem(wan_pipeline.SIZES, TEST_SIZE, TEST_LATENT_HW)
+    monkeypatch.setattr(wan_pipeline, "DEFAULT_SIZE", TEST_SIZE)
+
+
+@pytest.fixture
+def wan(tmp_path: Path) -> tuple[Path, Path]:
+    """(Self-Forcing checkpoint, Wan folder), as `huggingface-cli download` lays them out."""
+    return (write_self_forcing_pt(tmp_path / "checkpoints" / "self_forcing_dmd.pt", tiny_dit()),
+            write_wan_dir(tmp_path / "wan_models" / "Wan2.1-T2V-1.3B"))
+
+
+def test_generate_cli_writes_playable_mp4(wan: tuple[Path, Path], tmp_path: Path) -> None:
+    checkpoint, wan_dir = wan
+    out = tmp_path / "out.mp4"
+    args = ["generate", PROMPTS[0], "--checkpoint", str(checkpoint), "--wan-dir", str(wan_dir), "--seconds", "1",
+            "-o", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, f"{result.output}\n{result.exception!r}"
+    frames = np.stack(list(iter_frames(out)))
+    # 1 s at 16 fps: ceil(16 / 4) = 4 latents, rounded up to 2 chunks of 3 = 6 latents -> 1 + 4 * 5 = 21 frames.
+    assert frames.shape == (21, 32, 64, 3)
+    assert probe_video(out).fps == 16
+    assert frames.std() > 1  # the VAE's output, not a blank frame
+    assert len(list((tmp_path / "xdg" / "relaxforcing" / "text").glob("*.safetensors"))) == 1
+
+    written = out.stat().st_mtime_ns
+    again = CliRunner().invoke(app, args)  # -o refuses to overwrite; --out-dir runs skip instead
+    assert isinstance(again.exception, ValueError) and "already exists" in str(again.exception)
+    assert out.stat().st_mtime_ns == written
+
+
+def test_frame_counts_and_sizes(wan: tuple[Path, Path]) -> None:
+    pipe = load_wan(*wan)
+    assert isinstance(pipe, WanVideoPipeline) and pipe.latent_hw == TEST_LATENT_HW
+    assert {p.dtype for p in pipe.model.parameters()} == {torch.float32}
+    assert (pipe.latent_frames(60), pipe.video_frames(240)) == (240, 957)  # LongLive / Relax "60 s"
+    assert (pipe.latent_frames(5), pipe.video_frames(21)) == (21, 81)  # Self-Forcing's default
+    assert [pipe.latent_frames(s) for s in (0.25, 0.75, 1, 2.25)] == [3, 3, 6, 9]
+    assert load_wan(*wan, size="832x480").latent_hw == (60, 104)
+    assert load_wan(*wan, size="480x832").latent_hw == (104, 60)
+    with pytest.raises(ValueError, match="size '640x480' is not supported"):
+        load_wan(*wan, size="640x480")
+    with pytest.raises(ValueError, match="must be positive"):
+        pipe.latent_frames(0)
+
+
+def test_prompts_encoded_up_front_with_one_encoder_load(wan: tuple[Path, Path], tmp_path: Path,
+                                                        monkeypatch) -> None:
+    loaded: list[weakref.ref] = []
+    real_load = UMT5TextEncoder.load
+
+    def tracking_load(*args, **kwargs) -> UMT5TextEncoder:
+        encoder = real_load(*args, **kwargs)
+        loaded.append(weakref.ref(encoder.model))
+        return encoder
+
+    monkeypatch.setattr(UMT5TextEncoder, "load", tracking_load)
+    pipe = load_wan(*wan, text_cache=tmp_path / "text")
+    pipe.prepare([*PROMPTS, PROMPTS[0]])
+    gc.collect()
+    assert len(loaded) == 1 and loaded[0]() is None  # one load for every prompt, freed before any DiT work
+    assert len(list((tmp_path / "text").glob("*.safetensors"))) == 3
+
+    context = pipe.encode_text([PROMPTS[2], PROMPTS[0]])
+    assert len(loaded) == 1
+    assert context.shape == (2, TINY_WAN.text_len, TINY_WAN.text_dim) and context.dtype == torch.float32
+    assert context[0, :3].abs().sum(-1).all() and not context[0, 3:].any()  # "a dog" + EOS, then zeros
+
+    pipe.encode_text(["a red dog"])  # not prepared: encoded on demand, encoder freed again
+    gc.collect()
+    assert len(loaded) == 2 and loaded[1]() is None
+    assert len(load_wan(*wan, text_cache=tmp_path / "text").encode_text(PROMPTS).shape) == 3
+    assert len(loaded) == 2  # a fresh pipeline reads the disk cache
+
+
+@pytest.mark.parametrize("name", ["Wan2.1_VAE.pth", "models_t5_umt5-xxl-enc-bf16.pth", "google/umt5-xxl"])
+def test_missing_wan_file_is_named(wan: tuple[Path, Path], name: str) -> None:
+    checkpoint, wan_dir = wan
+    target = wan_dir / name
+    shutil.rmtree(target) if target.is_dir() else target.unlink()
+    with pytest.raises(ValueError, match=rf"^{target} is missing from the Wan folder {wan_dir}$"):
+        load_wan(checkpoint, wan_dir)
+
+
+def test_wan_dir_is_required(wan: tuple[Path, Path], tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="--wan-dir is needed"):
+        load_wan(wan[0], None)
+    with pytest.raises(ValueError, match="is not a folder"):
+        load_wan(wan[0], tmp_path / "nowhere")
+    with pytest.raises(ValueError, match="checkpoint not found"):
+        load_wan(tmp_path / "nope.pt", wan[1])
+
+
+def test_config_json_sizes_the_checkpoint(wan: tuple[Path, Path]) -> None:
+    """The tiny DiT has 16-wide heads, which the shapes alone cannot tell (they assume Wan's 128)."""
+    checkpoint, wan_dir = wan
+    (wan_dir / "config.json").unlink()
+    with pytest.raises(ValueError, match="cannot infer the head count"):
+        load_wan(checkpoint, wan_dir)
+
+
+def first_video(pipe: WanVideoPipeline, latents: int = 3) -> np.ndarray:
+    return np.concatenate([frames for _, frames in pipe.stream(PROMPTS[:1], [7], latents)], axis=1)
+
+
+def test_diffusers_folder_gives_the_same_video(wan: tuple[Path, Path], tmp_path: Path) -> None:
+    checkpoint, wan_dir = wan
+    diffusers_dir = write_diffusers_dir(tmp_path / "Wan2.1-T2V-1.3B-Diffusers", tiny_dit())
+    original = first_video(load_wan(checkpoint, wan_dir))
+    converted = first_video(load_wan(diffusers_dir / "transformer", diffusers_dir))
+    assert original.shape == (1, 9, 32, 64, 3)
+    assert np.abs(original.astype(int) - converted.astype(int)).max() <= 1  # uint8 rounding
+
+
+def test_longlive_lora_is_merged(wan: tuple[Path, Path], tmp_path: Path) -> None:
+    from test_checkpoints import peft_lora_model, save_longlive
+
+    base = tiny_dit(seed=2)
+    base_file, lora_file = save_longlive(tmp_path, base, peft_lora_model(base, rank=4, alpha=4))
+    pipe = load_wan(base_file, wan[1], lora=lora_file)
+    merged = load_dit(base_file, TINY_WAN, lora=lora_file)
+    assert all(torch.equal(a, b) for a, b in zip(pipe.model.state_dict().values(), merged.state_dict().values(),
+                                                 strict=True))
+    assert not torch.equal(pipe.model.blocks[0].self_attn.q.weight, base.blocks[0].self_attn.q.weight)
