@@ -52,9 +52,11 @@ def test_partial_video_stays_playable(tmp_path):
     path = tmp_path / "p.mp4"
     writer = VideoWriter(path, fps=16)
     writer.write(np.random.default_rng(0).integers(0, 255, (40, 64, 64, 3), dtype=np.uint8))
+    assert not path.exists() and writer.partial_path.exists()
     crashed = tmp_path / "crashed.mp4"
-    crashed.write_bytes(path.read_bytes())
+    crashed.write_bytes(writer.partial_path.read_bytes())
     writer.close()
+    assert path.exists() and not writer.partial_path.exists()
     with av.open(str(crashed)) as container:
         assert sum(1 for _ in container.decode(video=0)) >= 16
 

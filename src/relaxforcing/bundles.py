@@ -92,6 +92,6 @@ def random_pipeline(preset: str, device: str | None = None) -> VideoPipeline:
         model = CausalWanModel(cfg).to(dtype).eval().requires_grad_(False)
     vae = WanVAEDecoder(AutoencoderKLWan(**WAN21_VAE_CONFIG).to(device, dtype).eval())
     return VideoPipeline(model=model,
-                         encode_text=lambda prompts: torch.randn(len(prompts), cfg.text_len, cfg.text_dim, device=device,
-                                                                 dtype=dtype),
+                         encode_text=lambda prompts: torch.randn(len(prompts), cfg.text_len, cfg.text_dim,
+                                                                 device=device, dtype=dtype),
                          codec=vae, latent_hw=(60, 104), name=f"{preset} (random weights)")

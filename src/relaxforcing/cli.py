@@ -61,7 +61,7 @@ def generate(
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from relaxforcing.bundles import load_pipeline
-    from relaxforcing.distributed import shard
+    from relaxforcing.distributed import process_group, shard
 
     prompts = read_prompts(prompt, prompts_file)
     seeds = seed or [42]
@@ -79,37 +79,40 @@ def generate(
     else:
         paths = [out_dir / f"{i:04d}_{slug(p)}_s{s}.mp4" for i, (p, s) in enumerate(jobs)]
         out_dir.mkdir(parents=True, exist_ok=True)
-    rank_jobs = shard(list(zip(jobs, paths, strict=True)))
-    todo = [(job, path) for job, path in rank_jobs if overwrite or not path.exists()]
-    for _, path in rank_jobs:
-        if path.exists() and not overwrite:
-            print(f"skip {path} (exists; --overwrite to replace)", file=sys.stderr)
-    if not todo:
-        return
-    pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device)
-    pipe.latent_frames(seconds)  # validate before any work
-    columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("chunk {task.completed}/{task.total}"),
-               TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn()]
-    with Progress(*columns, transient=False) as progress:
-        for first in range(0, len(todo), batch_size):
-            group = todo[first:first + batch_size]
-            task = progress.add_task(f"{group[0][1].name}", total=None, fps=0.0)
+    with process_group():
+        rank_jobs = shard(list(zip(jobs, paths, strict=True)))
+        todo = [(job, path) for job, path in rank_jobs if overwrite or not path.exists()]
+        for _, path in rank_jobs:
+            if path.exists() and not overwrite:
+                print(f"skip {path} (exists; --overwrite to replace)", file=sys.stderr)
+        if not todo:
+            return
+        pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device)
+        pipe.latent_frames(seconds)  # validate before any work
+        prepare = getattr(pipe, "prepare", None)
+        if prepare is not None:  # encode this rank's prompts with one text-encoder load, before the DiT runs
+            prepare([p for (p, _), _ in todo])
+        columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("chunk {task.completed}/{task.total}"),
+                   TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn()]
+        with Progress(*columns, transient=False) as progress:
+            for first in range(0, len(todo), batch_size):
+                group = todo[first:first + batch_size]
+                task = progress.add_task(f"{group[0][1].name}", total=None, fps=0.0)
 
-            def report(done: int, total: int, fps: float, task=task) -> None:
-                progress.update(task, completed=done, total=total, fps=fps)
+                def report(done: int, total: int, fps: float, task=task) -> None:
+                    progress.update(task, completed=done, total=total, fps=fps)
 
-            trace_path = trace if trace is None or len(todo) == 1 else trace.with_suffix(f".{first}.jsonl")
-            stats = pipe.generate([p for (p, _), _ in group], [s for (_, s), _ in group], seconds,
-                                  [path for _, path in group], memory=memory, trace_path=trace_path,
-                                  progress=report)
-            for _, path in group:
-                progress.console.print(f"wrote {path} ({stats['video_frames']} frames, {stats['fps']:.1f} fps)")
+                trace_path = trace if trace is None or len(todo) == 1 else trace.with_suffix(f".{first}.jsonl")
+                stats = pipe.generate([p for (p, _), _ in group], [s for (_, s), _ in group], seconds,
+                                      [path for _, path in group], memory=memory, trace_path=trace_path,
+                                      progress=report)
+                for _, path in group:
+                    progress.console.print(f"wrote {path} ({stats['video_frames']} frames, {stats['fps']:.1f} fps)")
 
 
 @app.command("train-toy")
 def train_toy(
-    run_dir: Annotated[Path, typer.Option(help="Folder for checkpoints and the loss log (resumed if present).")] = Path(
-        "runs/toy"),
+    run_dir: Annotated[Path, typer.Option(help="Checkpoints and loss log (resumed if present).")] = Path("runs/toy"),
     steps: Annotated[int, typer.Option(help="Total optimisation steps.")] = 20000,
     batch: Annotated[int, typer.Option(help="Clips per step.")] = 32,
     time_budget: Annotated[float, typer.Option(help="Stop (and checkpoint) after this many seconds.")] = 540.0,
@@ -130,7 +133,8 @@ def train_toy(
 
 @app.command()
 def bench(
-    policies: Annotated[str, typer.Option(help="Comma-separated memory policies.")] = "dense,sink,longlive,infinity,relax",
+    policies: Annotated[str, typer.Option(help="Comma-separated memory policies.")] = (
+        "dense,sink,longlive,infinity,relax"),
     seconds: Annotated[float, typer.Option(help="Video length per policy.")] = 60.0,
     long_seconds: Annotated[float | None, typer.Option(help="Second length for memory flatness (e.g. 300).")] = None,
     model: Annotated[str, typer.Option(help="toy (embedded) or a full-size preset with random weights, e.g. "

@@ -12,11 +12,14 @@ import numpy as np
 class VideoWriter:
     """H.264 in fragmented mp4: each 1-second fragment is on disk once written, so a crash loses at most ~1 s.
 
+    Frames go to ``NAME.part.mp4``, renamed to ``NAME.mp4`` only when the writer closes without an error, so an
+    interrupted video stays playable under its ``.part`` name and a rerun does not mistake it for a finished one.
     ``write`` takes uint8 frames ``[T, H, W, 3]``; ``upscale`` repeats pixels (for tiny toy videos).
     """
 
     def __init__(self, path: Path | str, fps: int = 16, upscale: int = 1, crf: int = 18):
         self.path = Path(path)
+        self.partial_path = self.path.with_name(self.path.stem + ".part" + self.path.suffix)
         if not self.path.parent.is_dir():
             raise ValueError(f"output folder {self.path.parent} does not exist")
         self.fps, self.upscale, self.crf = fps, upscale, crf
@@ -27,9 +30,9 @@ class VideoWriter:
     def _open(self, height: int, width: int) -> None:
         options = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
         try:
-            self._container = av.open(str(self.path), "w", format="mp4", options=options)
+            self._container = av.open(str(self.partial_path), "w", format="mp4", options=options)
         except OSError as error:
-            raise ValueError(f"cannot write {self.path}: {error.strerror or error}") from None
+            raise ValueError(f"cannot write {self.partial_path}: {error.strerror or error}") from None
         stream = self._container.add_stream("libx264", rate=self.fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"g": str(self.fps), "crf": str(self.crf), "preset": "veryfast", "tune": "zerolatency"}
@@ -50,16 +53,19 @@ class VideoWriter:
                 self._container.mux(packet)
         self.frames_written += len(frames)
 
-    def close(self) -> None:
+    def close(self, complete: bool = True) -> None:
+        """Flush and finalise the file; rename it to its final name when ``complete``."""
         if self._container is not None:
             for packet in self._stream.encode():
                 self._container.mux(packet)
             self._container.close()
             self._container = None
+            if complete:
+                self.partial_path.replace(self.path)
 
     def __enter__(self) -> VideoWriter:
         return self
 
     def __exit__(self, kind: type | None, value: BaseException | None, tb: TracebackType | None) -> None:
-        self.close()
+        self.close(complete=kind is None)
 

@@ -178,7 +178,8 @@ def export(run_dir: Path, weights_dir: Path, config: TrainConfig | None = None) 
     weights_dir.mkdir(parents=True, exist_ok=True)
     path = weights_dir / "toy.safetensors"
     save_file({k: v.half().contiguous() for k, v in state["ema"].items()}, str(path))
-    save_file({k: v.float().contiguous() for k, v in state["codec"].items()}, str(weights_dir / "toy_codec.safetensors"))
+    codec = {k: v.float().contiguous() for k, v in state["codec"].items()}
+    save_file(codec, str(weights_dir / "toy_codec.safetensors"))
     meta = {
         "model": WanConfig.from_name("toy").to_dict(),
         "schedule": {**asdict(TOY_SCHEDULE), "steps": list(TOY_SCHEDULE.steps)},
