@@ -154,10 +154,12 @@ def bench(
 
 
 def _register_extensions() -> None:
-    """Commands whose modules own their options: the viewer (``serve``)."""
+    """Commands whose modules own their options: the viewer (``serve``), ``eval`` and ``sweep``."""
+    from relaxforcing.evaluation.cli import register as register_eval
     from relaxforcing.server.cli import register as register_serve
 
     register_serve(app)
+    register_eval(app)
 
 
 _register_extensions()
