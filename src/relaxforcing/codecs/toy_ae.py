@@ -30,15 +30,21 @@ class ToyAutoencoder(nn.Module):
     def _cells(self, blocks: torch.Tensor, net: nn.Module) -> torch.Tensor:
         return net(blocks.movedim(1, -1)).movedim(-1, 1)
 
+    def encode_raw(self, video: torch.Tensor) -> torch.Tensor:
+        """Video ``[B, T, 3, H, W]`` in [-1, 1] -> un-normalised latents ``[B, 16, T/4, H/4, W/4]``."""
+        return self._cells(self.s2d.encode(video), self.encoder)
+
+    def decode_raw(self, z: torch.Tensor) -> torch.Tensor:
+        """Un-normalised latents ``[B, 16, F, h, w]`` -> video ``[B, 4F, 3, 4h, 4w]``."""
+        return self.s2d.decode(self._cells(z, self.decoder))
+
     def encode(self, video: torch.Tensor) -> torch.Tensor:
         """Video ``[B, T, 3, H, W]`` in [-1, 1] -> normalised latents ``[B, 16, T/4, H/4, W/4]``."""
-        z = self._cells(self.s2d.encode(video), self.encoder)
-        return (z - self.mean[:, None, None, None]) / self.std[:, None, None, None]
+        return (self.encode_raw(video) - self.mean[:, None, None, None]) / self.std[:, None, None, None]
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents ``[B, 16, F, h, w]`` -> video ``[B, 4F, 3, 4h, 4w]`` in about [-1, 1]."""
-        z = latents * self.std[:, None, None, None] + self.mean[:, None, None, None]
-        return self.s2d.decode(self._cells(z, self.decoder))
+        return self.decode_raw(latents * self.std[:, None, None, None] + self.mean[:, None, None, None])
 
     def stream(self) -> ToyAutoencoderStream:
         return ToyAutoencoderStream(self)

@@ -74,18 +74,17 @@ class ToyData:
 
 def train_codec(codec: ToyAutoencoder, data: ToyData, seconds: float) -> float:
     """Fit the autoencoder to rendered video (MSE), then set its latent mean/std; returns the last loss."""
-    opt = torch.optim.AdamW([p for n, p in codec.named_parameters()], lr=1e-3)
+    opt = torch.optim.AdamW(codec.parameters(), lr=1e-3)
     began, loss = time.time(), torch.tensor(0.0)
     while time.time() - began < seconds:
         video, _ = data.clips(32, 16)
-        loss = torch.nn.functional.mse_loss(codec.s2d.decode(codec._cells(codec._cells(
-            codec.s2d.encode(video), codec.encoder), codec.decoder)), video)
+        loss = torch.nn.functional.mse_loss(codec.decode_raw(codec.encode_raw(video)), video)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
     with torch.no_grad():
         video, _ = data.clips(64, 16)
-        z = codec._cells(codec.s2d.encode(video), codec.encoder)  # [B, 16, F, h, w]
+        z = codec.encode_raw(video)  # [B, 16, F, h, w]
         codec.mean.copy_(z.mean(dim=(0, 2, 3, 4)))
         codec.std.copy_(z.std(dim=(0, 2, 3, 4)).clamp(min=1e-3))
     return float(loss.detach())
