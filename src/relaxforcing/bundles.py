@@ -60,8 +60,9 @@ def load_pipeline(
     wan_dir: Path | None = None,
     lora: Path | None = None,
     device: str | None = None,
+    size: str | None = None,
 ) -> VideoPipeline:
-    """The toy model when no checkpoint is given, else the Wan2.1 stack (DiT + umT5 + Wan VAE)."""
+    """The toy model when no checkpoint is given, else the Wan2.1 stack (DiT + umT5 + Wan VAE) at ``size``."""
     device = device or local_device()
     try:
         torch.device(device)
@@ -72,10 +73,13 @@ def load_pipeline(
     if checkpoint is None:
         if wan_dir is not None or lora is not None:
             raise ValueError("--wan-dir and --lora need --checkpoint")
+        if size not in (None, "64x64"):
+            raise ValueError(f"size {size} is not supported by the embedded toy model, which makes 64x64 video; "
+                             "other sizes need a Wan --checkpoint")
         return load_toy(device)
     from relaxforcing.wan_pipeline import load_wan
 
-    return load_wan(checkpoint, wan_dir, lora=lora, device=device)
+    return load_wan(checkpoint, wan_dir, lora=lora, device=device, size=size)
 
 
 def random_pipeline(preset: str, device: str | None = None) -> VideoPipeline:

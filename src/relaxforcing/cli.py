@@ -5,10 +5,15 @@ from __future__ import annotations
 import os
 import re
 import sys
+import tempfile
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from relaxforcing.snapshot import Snapshot
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Long autoregressive video generation with structured KV memory (Relax Forcing and peers).")
@@ -40,8 +45,89 @@ def read_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
     return prompts
 
 
+@dataclass
+class GenerateRun:
+    """The settings of one ``generate`` run, saved with its state so that ``--resume`` repeats them."""
+
+    prompts: list[str]
+    seeds: list[int]
+    seconds: float
+    memory: str
+    output: Path | None
+    out_dir: Path
+    checkpoint: Path | None
+    wan_dir: Path | None
+    lora: Path | None
+    trace: Path | None
+    batch_size: int
+    overwrite: bool
+    crf: int
+    size: str | None
+    state: Path | None
+    snapshot_every: int
+    completed: list[str] = field(default_factory=list)
+    """Outputs finished by this run (kept, not regenerated, when it is resumed with --overwrite)."""
+
+    def to_json(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, data: dict) -> GenerateRun:
+        paths = {f.name for f in fields(cls) if "Path" in str(f.type)}
+        try:
+            return cls(**{k: Path(v) if k in paths and v is not None else v for k, v in data.items()})
+        except TypeError as error:
+            raise ValueError(f"the saved run settings are unreadable ({error})") from None
+
+    def jobs(self) -> list[tuple[str, int, Path]]:
+        """(prompt, seed, output) of every video, in order."""
+        pairs = [(p, s) for p in self.prompts for s in self.seeds]
+        if self.output is not None:
+            return [(*pairs[0], self.output)]
+        return [(p, s, self.out_dir / f"{i:04d}_{slug(p)}_s{s}.mp4") for i, (p, s) in enumerate(pairs)]
+
+    def state_base(self) -> Path:
+        """The folder ``--resume`` takes: ``--state``, else beside the output(s)."""
+        return self.state or (self.output.with_suffix(".state") if self.output else self.out_dir / "generate.state")
+
+    def state_dir(self) -> Path:
+        """This process's snapshot folder: the base, or ``BASE/rankN`` under torchrun."""
+        return rank_folder(self.state_base())
+
+    def trace_path(self, output: Path) -> Path | None:
+        if self.trace is None or self.output is not None or len(self.prompts) * len(self.seeds) == 1:
+            return self.trace
+        return self.trace.with_name(f"{self.trace.stem}.{output.stem}.jsonl")
+
+
+def rank_folder(base: Path) -> Path:
+    from relaxforcing.distributed import world
+
+    rank, size = world()
+    return base / f"rank{rank}" if size > 1 else base
+
+
+def load_resume(base: Path) -> tuple[GenerateRun, Snapshot | None]:
+    """The saved settings in ``base``, and this process's snapshot (None when this rank had nothing left)."""
+    from relaxforcing.snapshot import STATE_FILE, load_snapshot
+
+    mine = rank_folder(base)
+    if (mine / STATE_FILE).is_file() or mine == base:
+        snapshot = load_snapshot(mine)
+        return GenerateRun.from_json(snapshot.meta.get("run", {})), snapshot
+    others = sorted(base.glob(f"rank*/{STATE_FILE}"))
+    if not others:
+        raise ValueError(f"no saved generation in {base}")
+    return GenerateRun.from_json(load_snapshot(others[0].parent).meta.get("run", {})), None
+
+
+RESUME_KEEPS = {"resume", "device"}
+"""Options that may be given with --resume; every other setting comes from the saved state."""
+
+
 @app.command()
 def generate(
+    ctx: typer.Context,
     prompt: Annotated[str | None, typer.Argument(help="Text prompt (or use --prompts FILE).")] = None,
     prompts_file: Annotated[Path | None, typer.Option("--prompts", help="File with one prompt per line.")] = None,
     seconds: Annotated[float, typer.Option(help="Video length in seconds.")] = 10.0,
@@ -52,62 +138,137 @@ def generate(
     checkpoint: Annotated[Path | None, typer.Option(help="DiT checkpoint (default: the embedded toy model).")] = None,
     wan_dir: Annotated[Path | None, typer.Option(help="Wan2.1-T2V-1.3B folder (VAE, umT5, tokenizer).")] = None,
     lora: Annotated[Path | None, typer.Option(help="LongLive LoRA to merge into the checkpoint.")] = None,
+    size: Annotated[str | None, typer.Option(help="WIDTHxHEIGHT for a Wan checkpoint: 832x480 (default) or "
+                                                   "480x832. The toy model makes 64x64 only.")] = None,
     trace: Annotated[Path | None, typer.Option(help="Write the per-chunk memory trace (JSON lines).")] = None,
     batch_size: Annotated[int, typer.Option(help="Videos generated together.")] = 1,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    crf: Annotated[int, typer.Option(help="H.264 quality, 0 (lossless) .. 51.")] = 18,
     overwrite: Annotated[bool, typer.Option(help="Replace existing outputs instead of skipping them.")] = False,
+    state: Annotated[Path | None, typer.Option(help="Save the stream state here every --snapshot-every chunks "
+                                                    "(default: only on Ctrl-C/SIGTERM, beside the output).")] = None,
+    snapshot_every: Annotated[int, typer.Option(help="Chunks between snapshots with --state.")] = 10,
+    resume: Annotated[Path | None, typer.Option(help="Continue the run whose state is in this folder, with its "
+                                                     "saved settings (only --device may be added).")] = None,
 ) -> None:
-    """Generate videos, streaming each finished chunk into its mp4."""
+    """Generate videos, streaming each finished chunk into its mp4; Ctrl-C stops cleanly and can be resumed."""
+    if resume is not None:
+        given = [name for name in ctx.params if name not in RESUME_KEEPS
+                 and getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"]
+        if given:
+            names = ", ".join("PROMPT" if n == "prompt" else "--" + n.replace("_", "-") for n in given)
+            raise ValueError(f"--resume continues with the saved settings; drop {names}")
+        run, snapshot = load_resume(resume)
+        run_generate(run, device, snapshot)
+        return
+    if snapshot_every < 1:
+        raise ValueError(f"--snapshot-every must be >= 1, got {snapshot_every}")
+    if batch_size < 1:
+        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
+    if not 0 <= crf <= 51:
+        raise ValueError(f"--crf must be in 0..51 (0 = lossless), got {crf}")
+    prompts = read_prompts(prompt, prompts_file)
+    seeds = seed or [42]
+    if output is not None:
+        if len(prompts) * len(seeds) != 1:
+            raise ValueError(f"--output names one file but there are {len(prompts) * len(seeds)} videos; "
+                             "use --out-dir")
+        if output.suffix.lower() != ".mp4":
+            raise ValueError(f"--output must end in .mp4, got {output}")
+    run = GenerateRun(prompts=prompts, seeds=seeds, seconds=seconds, memory=memory, output=output, out_dir=out_dir,
+                      checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, trace=trace, batch_size=batch_size,
+                      overwrite=overwrite, crf=crf, size=size, state=state, snapshot_every=snapshot_every)
+    if output is not None and output.exists() and not overwrite:
+        raise ValueError(f"{output} already exists; pass --overwrite to replace it")
+    if (run.state_dir() / "state.json").exists():
+        raise ValueError(f"{run.state_dir()} holds the state of an interrupted run; continue it with "
+                         f"`relaxforcing generate --resume {run.state_base()}`, or delete that folder")
+    run_generate(run, device, None)
+
+
+def check_writable(folder: Path) -> None:
+    """Fail before any work when videos cannot be written into ``folder``."""
+    if not folder.is_dir():
+        raise ValueError(f"output folder {folder} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(f"cannot write into {folder}: {error.strerror or error}") from None
+
+
+def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None) -> None:
+    """Generate ``run``'s videos this rank owns (skipping finished ones), continuing ``snapshot``'s batch first."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from relaxforcing.bundles import load_pipeline
     from relaxforcing.distributed import process_group, shard
+    from relaxforcing.interrupts import stop_on_signals
+    from relaxforcing.pipeline import Interrupted, Snapshots
+    from relaxforcing.snapshot import clear_snapshot
+    from relaxforcing.video import partial_path
 
-    prompts = read_prompts(prompt, prompts_file)
-    seeds = seed or [42]
-    if batch_size < 1:
-        raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    jobs = [(p, s) for p in prompts for s in seeds]
-    if output is not None:
-        if len(jobs) != 1:
-            raise ValueError(f"--output names one file but there are {len(jobs)} videos; use --out-dir")
-        if output.suffix.lower() != ".mp4":
-            raise ValueError(f"--output must end in .mp4, got {output}")
-        if output.exists() and not overwrite:
-            raise ValueError(f"{output} already exists; pass --overwrite to replace it")
-        paths = [output]
-    else:
-        paths = [out_dir / f"{i:04d}_{slug(p)}_s{s}.mp4" for i, (p, s) in enumerate(jobs)]
-        out_dir.mkdir(parents=True, exist_ok=True)
+    jobs = run.jobs()
+    if run.output is None:
+        run.out_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(jobs[0][2].parent)
+    resumed = [Path(p) for p in snapshot.meta["job"]["outputs"]] if snapshot is not None else []
+    if resumed and all(p.exists() for p in resumed):  # killed after that batch finished, before its state went
+        snapshot, resumed = None, []
     with process_group():
-        rank_jobs = shard(list(zip(jobs, paths, strict=True)))
-        todo = [(job, path) for job, path in rank_jobs if overwrite or not path.exists()]
-        for _, path in rank_jobs:
-            if path.exists() and not overwrite:
+        mine = shard(jobs)
+        done = set(run.completed)
+        todo = [j for j in mine if str(j[2]) not in done and (run.overwrite or not j[2].exists())]
+        for _, _, path in mine:
+            if path.exists() and not run.overwrite:
                 print(f"skip {path} (exists; --overwrite to replace)", file=sys.stderr)
-        if not todo:
+        for _, _, path in todo:
+            if path not in resumed and partial_path(path).exists() and not run.overwrite:
+                raise ValueError(f"{partial_path(path)} is left from an interrupted run; resume that run with "
+                                 "--resume STATE, or pass --overwrite to start the video again")
+        batches = [[j for j in todo if j[2] in resumed]] if resumed else []
+        rest = [j for j in todo if j[2] not in resumed]
+        batches += [rest[i:i + run.batch_size] for i in range(0, len(rest), run.batch_size)]
+        if not batches:
             return
-        pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device)
-        pipe.latent_frames(seconds)  # validate before any work
+        pipe = load_pipeline(checkpoint=run.checkpoint, wan_dir=run.wan_dir, lora=run.lora, device=device,
+                             size=run.size)
+        pipe.latent_frames(run.seconds)  # validate before any work
         prepare = getattr(pipe, "prepare", None)
         if prepare is not None:  # encode this rank's prompts with one text-encoder load, before the DiT runs
-            prepare([p for (p, _), _ in todo])
+            prepare([p for p, _, _ in todo])
+        state_dir = run.state_dir()
+        snapshots = Snapshots(state_dir, every=run.snapshot_every if run.state else 0)
         columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("chunk {task.completed}/{task.total}"),
                    TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn()]
-        with Progress(*columns, transient=False) as progress:
-            for first in range(0, len(todo), batch_size):
-                group = todo[first:first + batch_size]
-                task = progress.add_task(f"{group[0][1].name}", total=None, fps=0.0)
+        with Progress(*columns, transient=False) as progress, stop_on_signals() as stop:
+            for batch in batches:
+                task = progress.add_task(f"{batch[0][2].name}", total=None, fps=0.0)
 
                 def report(done: int, total: int, fps: float, task=task) -> None:
                     progress.update(task, completed=done, total=total, fps=fps)
 
-                trace_path = trace if trace is None or len(todo) == 1 else trace.with_suffix(f".{first}.jsonl")
-                stats = pipe.generate([p for (p, _), _ in group], [s for (_, s), _ in group], seconds,
-                                      [path for _, path in group], memory=memory, trace_path=trace_path,
-                                      progress=report)
-                for _, path in group:
+                outputs = [path for _, _, path in batch]
+                snapshots.extra = {"run": run.to_json()}
+                try:
+                    stats = pipe.generate([p for p, _, _ in batch], [s for _, s, _ in batch], run.seconds, outputs,
+                                          memory=run.memory, trace_path=run.trace_path(outputs[0]), progress=report,
+                                          crf=run.crf, snapshots=snapshots, stop_requested=stop,
+                                          resume=snapshot if outputs == resumed else None)
+                except Interrupted as stopped:
+                    progress.stop()
+                    partial = ", ".join(str(p) for p in stopped.partial_videos)
+                    print(f"error: {stopped}; playable partial video: {partial}; resume with: "
+                          f"relaxforcing generate --resume {run.state_base()}", file=sys.stderr)
+                    sys.exit(stop.exit_code())
+                run.completed += [str(p) for p in outputs]
+                clear_snapshot(state_dir)
+                for path in outputs:
                     progress.console.print(f"wrote {path} ({stats['video_frames']} frames, {stats['fps']:.1f} fps)")
+                if stop():  # asked to stop between two batches: nothing is half done
+                    print(f"error: interrupted ({stop()}); finished videos are kept; run the same command again to "
+                          "make the rest", file=sys.stderr)
+                    sys.exit(stop.exit_code())
 
 
 @app.command("train-toy")

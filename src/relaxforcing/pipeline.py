@@ -2,26 +2,36 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import IO, Protocol
 
 import numpy as np
 import torch
 
 from relaxforcing.memory import build_policy
 from relaxforcing.model.wan import CausalWanModel
-from relaxforcing.sampling import Chunk, FlowSchedule, StreamSampler
+from relaxforcing.sampling import Chunk, FlowSchedule, StreamSampler, StreamState
+from relaxforcing.snapshot import Snapshot, save_snapshot
 from relaxforcing.video import VideoWriter
 
 
 class ChunkDecoder(Protocol):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """``[B, C, f, h, w]`` latents -> uint8 frames ``[B, T, H, W, 3]``, carrying state across calls."""
+        ...
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The state carried across calls, as tensors (for a snapshot)."""
+        ...
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
         ...
 
 
@@ -58,6 +68,13 @@ class VideoPipeline:
     def sampler(self, memory: str) -> StreamSampler:
         return StreamSampler(self.model, build_policy(memory, self.model.config.chunk_frames), self.schedule)
 
+    def fingerprint(self) -> str:
+        """A short digest of the model's sizes and some of its weights (to refuse resuming with another model)."""
+        digest = hashlib.sha256(json.dumps(self.model.config.to_dict(), sort_keys=True).encode())
+        for weight in (self.model.patch_embedding.weight, self.model.head.head.weight):
+            digest.update(weight.detach().float().cpu().numpy().tobytes())
+        return digest.hexdigest()[:16]
+
     def stream(
         self,
         prompts: Sequence[str],
@@ -65,12 +82,17 @@ class VideoPipeline:
         num_frames: int | None,
         memory: str = "relax",
         trace: Callable[[dict], None] | None = None,
+        state: StreamState | None = None,
+        decoder: ChunkDecoder | None = None,
     ) -> Iterator[tuple[Chunk, np.ndarray]]:
-        """Yield each finished chunk with its decoded frames ``[B, T, H, W, 3]`` uint8."""
+        """Yield each finished chunk with its decoded frames ``[B, T, H, W, 3]`` uint8.
+
+        ``state`` and ``decoder`` continue a stopped stream (both are updated in place); default: fresh ones.
+        """
         sampler = self.sampler(memory)
         context = self.encode_text(list(prompts))
-        decoder = self.codec.stream()
-        for chunk in sampler.stream(context, seeds, self.latent_hw, num_frames=num_frames, trace=trace):
+        decoder = decoder or self.codec.stream()
+        for chunk in sampler.stream(context, seeds, self.latent_hw, num_frames=num_frames, trace=trace, state=state):
             if not torch.isfinite(chunk.latents).all():
                 raise FloatingPointError(f"non-finite latents in chunk {chunk.index} (frames {chunk.start}.."
                                          f"{chunk.start + chunk.latents.shape[2] - 1}); generation stopped")
@@ -85,23 +107,48 @@ class VideoPipeline:
         memory: str = "relax",
         trace_path: Path | None = None,
         progress: Callable[[int, int, float], None] | None = None,
+        *,
+        crf: int = 18,
+        snapshots: Snapshots | None = None,
+        resume: Snapshot | None = None,
+        stop_requested: Callable[[], str | None] | None = None,
     ) -> dict:
         """Generate one video per (prompt, seed) and append frames to ``outputs`` as they are decoded.
 
-        Returns timing statistics. ``progress(done_chunks, total_chunks, video_frames_per_second)``.
+        Args:
+            progress: called with ``(done_chunks, total_chunks, video_frames_per_second)``.
+            crf: H.264 quality (0 = lossless).
+            snapshots: save the stream's state there every ``snapshots.every`` chunks and when stopped.
+            resume: a snapshot of this same job to continue from (bitwise the same frames).
+            stop_requested: polled after each chunk; a non-empty answer (e.g. ``"SIGTERM"``) ends the job after
+                that chunk: the state is saved (with ``snapshots``), the partial videos are finalised, and
+                :class:`Interrupted` is raised.
+
+        Returns timing statistics of this call (a resumed run counts only the frames it made).
         """
         if not (len(prompts) == len(seeds) == len(outputs)):
             raise ValueError(f"{len(prompts)} prompts, {len(seeds)} seeds and {len(outputs)} outputs must match")
         num_frames = self.latent_frames(seconds)
         total_chunks = num_frames // self.model.config.chunk_frames
+        job = {"prompts": list(prompts), "seeds": [int(s) for s in seeds], "outputs": [str(p) for p in outputs],
+               "memory": memory, "latent_frames": num_frames, "model": self.name, "fingerprint": self.fingerprint()}
+        state = self.sampler(memory).new_state(seeds, self.latent_hw)
+        decoder = self.codec.stream()
         began = time.perf_counter()
         first_frame_s = None
         frames_done = 0
         with ExitStack() as stack:
-            writers = [stack.enter_context(VideoWriter(p, fps=self.fps, upscale=self.upscale)) for p in outputs]
-            trace_file = stack.enter_context(open(trace_path, "w")) if trace_path else None
+            if resume is not None:
+                writers, trace_file = self._restore(resume, job, state, decoder, outputs, trace_path, crf)
+            else:
+                writers = [VideoWriter(p, fps=self.fps, upscale=self.upscale, crf=crf) for p in outputs]
+                trace_file = open(trace_path, "w") if trace_path else None
+            for writer in writers:
+                stack.enter_context(writer)
+            if trace_file:
+                stack.enter_context(trace_file)
             trace = (lambda r: trace_file.write(json.dumps(r) + "\n")) if trace_file else None
-            for chunk, frames in self.stream(prompts, seeds, num_frames, memory, trace):
+            for _, frames in self.stream(prompts, seeds, num_frames, memory, trace, state, decoder):
                 for writer, video in zip(writers, frames, strict=True):
                     writer.write(video)
                 if trace_file:
@@ -110,7 +157,86 @@ class VideoPipeline:
                 elapsed = time.perf_counter() - began
                 first_frame_s = first_frame_s or elapsed
                 if progress:
-                    progress(chunk.index + 1, total_chunks, frames_done / elapsed)
+                    progress(state.chunk_index, total_chunks, frames_done / elapsed)
+                if state.chunk_index == total_chunks:
+                    break
+                signal = stop_requested() if stop_requested else None
+                if snapshots is not None and (signal or snapshots.due(state.chunk_index)):
+                    snapshots.save(job, state, decoder, frames, writers, trace_file)
+                if signal:
+                    raise Interrupted(signal, state.chunk_index, total_chunks,
+                                      snapshots.directory if snapshots else None, [w.partial_path for w in writers])
         elapsed = time.perf_counter() - began
         return {"seconds": elapsed, "video_frames": frames_done, "fps": frames_done / elapsed,
                 "first_frame_seconds": first_frame_s, "latent_frames": num_frames, "memory": memory}
+
+    def _restore(self, snapshot: Snapshot, job: dict, state: StreamState, decoder: ChunkDecoder,
+                 outputs: Sequence[Path], trace_path: Path | None, crf: int) -> tuple[list[VideoWriter], IO | None]:
+        """Load ``snapshot`` into ``state`` and ``decoder``; reopen the partial videos and trace where it left."""
+        saved = snapshot.meta.get("job", {})
+        for key, value in job.items():
+            if saved.get(key) != value:
+                raise ValueError(f"the state in {snapshot.directory} is for another job: its {key} is "
+                                 f"{saved.get(key)!r}, this run's is {value!r}")
+        state.restore(snapshot.section("stream"), snapshot.meta["stream"])
+        decoder.load_state_dict(snapshot.section("decoder"))
+        last = snapshot.tensors["last_frames"].numpy()  # [B, T, H, W, 3]: re-encoded, as the file may lack some
+        writers = []
+        for path, frames_written, video in zip(outputs, snapshot.meta["frames_written"], last, strict=True):
+            writer = VideoWriter.resume(path, frames_written - len(video), fps=self.fps, upscale=self.upscale,
+                                        crf=crf)
+            writer.write(video)
+            writers.append(writer)
+        trace_file = None
+        if trace_path is not None:
+            keep = int(snapshot.meta.get("trace_bytes", 0))
+            if keep and (not trace_path.is_file() or trace_path.stat().st_size < keep):
+                raise ValueError(f"cannot resume: the trace {trace_path} is shorter than when the state was saved")
+            trace_file = open(trace_path, "a")
+            trace_file.truncate(keep)
+            trace_file.seek(keep)
+        return writers, trace_file
+
+
+class Interrupted(Exception):
+    """Generation stopped on request after a whole chunk; the state (if saved) continues it."""
+
+    def __init__(self, signal: str, chunks_done: int, total_chunks: int, state_dir: Path | None,
+                 partial_videos: list[Path]):
+        super().__init__(f"interrupted ({signal}) after chunk {chunks_done} of {total_chunks}")
+        self.signal, self.chunks_done, self.total_chunks = signal, chunks_done, total_chunks
+        self.state_dir, self.partial_videos = state_dir, partial_videos
+
+
+@dataclass
+class Snapshots:
+    """Where and how often :meth:`VideoPipeline.generate` saves its state; ``extra`` rides along (CLI settings)."""
+
+    directory: Path
+    every: int = 10
+    """Chunks between snapshots; 0 saves only when stopped."""
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.every < 0:
+            raise ValueError(f"--snapshot-every must be >= 0 chunks, got {self.every}")
+
+    def due(self, chunks_done: int) -> bool:
+        return self.every > 0 and chunks_done % self.every == 0
+
+    def save(self, job: dict, state: StreamState, decoder: ChunkDecoder, last_frames: np.ndarray,
+             writers: Sequence[VideoWriter], trace_file: IO | None) -> None:
+        """Snapshot after a chunk: durable video and trace first, then the state that points into them."""
+        for writer in writers:
+            writer.sync()
+        trace_bytes = 0
+        if trace_file is not None:
+            trace_file.flush()
+            os.fsync(trace_file.fileno())
+            trace_bytes = trace_file.tell()
+        tensors = {f"stream.{k}": v for k, v in state.tensors().items()}
+        tensors.update({f"decoder.{k}": v for k, v in decoder.state_dict().items()})
+        tensors["last_frames"] = torch.from_numpy(np.ascontiguousarray(last_frames))
+        meta = {"job": job, "chunk_index": state.chunk_index, "stream": state.meta(),
+                "frames_written": [w.frames_written for w in writers], "trace_bytes": trace_bytes, **self.extra}
+        save_snapshot(self.directory, meta, tensors)

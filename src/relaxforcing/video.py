@@ -2,41 +2,111 @@
 
 from __future__ import annotations
 
+import errno
+import os
+from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
 
 import av
 import numpy as np
+from av.bitstream import BitStreamFilterContext
+
+DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+def partial_path(path: Path) -> Path:
+    """Where the video at ``path`` lives while it is being written: ``NAME.part.mp4``."""
+    return path.with_name(path.stem + ".part" + path.suffix)
 
 
 class VideoWriter:
-    """H.264 in fragmented mp4: each 1-second fragment is on disk once written, so a crash loses at most ~1 s.
+    """H.264 in fragmented mp4 with one fragment per frame: each frame is on disk once the next one is written.
 
     Frames go to ``NAME.part.mp4``, renamed to ``NAME.mp4`` only when the writer closes without an error, so an
     interrupted video stays playable under its ``.part`` name and a rerun does not mistake it for a finished one.
-    ``write`` takes uint8 frames ``[T, H, W, 3]``; ``upscale`` repeats pixels (for tiny toy videos).
+    ``write`` takes uint8 frames ``[T, H, W, 3]``; ``upscale`` repeats pixels (for tiny toy videos); ``crf`` 0 is
+    lossless. No B-frames and no lookahead (``zerolatency``), so a frame's packet leaves the encoder at once.
     """
 
     def __init__(self, path: Path | str, fps: int = 16, upscale: int = 1, crf: int = 18):
         self.path = Path(path)
-        self.partial_path = self.path.with_name(self.path.stem + ".part" + self.path.suffix)
+        self.partial_path = partial_path(self.path)
         if not self.path.parent.is_dir():
             raise ValueError(f"output folder {self.path.parent} does not exist")
+        if not 0 <= crf <= 51:
+            raise ValueError(f"--crf must be in 0..51 (0 = lossless), got {crf}")
         self.fps, self.upscale, self.crf = fps, upscale, crf
         self.frames_written = 0
         self._container = None
         self._stream = None
 
-    def _open(self, height: int, width: int) -> None:
-        options = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+    def _open(self, height: int, width: int, path: Path | None = None) -> None:
+        options = {"movflags": "frag_keyframe+frag_every_frame+empty_moov+default_base_moof", "flush_packets": "1"}
+        target = path or self.partial_path
         try:
-            self._container = av.open(str(self.partial_path), "w", format="mp4", options=options)
+            self._container = av.open(str(target), "w", format="mp4", options=options)
         except OSError as error:
-            raise ValueError(f"cannot write {self.partial_path}: {error.strerror or error}") from None
+            raise ValueError(f"cannot write {target}: {error.strerror or error}") from None
         stream = self._container.add_stream("libx264", rate=self.fps)
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
         stream.options = {"g": str(self.fps), "crf": str(self.crf), "preset": "veryfast", "tune": "zerolatency"}
         self._stream = stream
+
+    @classmethod
+    def resume(cls, path: Path | str, keep_frames: int, fps: int = 16, upscale: int = 1, crf: int = 18
+               ) -> VideoWriter:
+        """Continue an interrupted ``NAME.part.mp4`` after its first ``keep_frames`` frames.
+
+        Those frames are copied as they are (no re-encoding); later ones, if any, are dropped; the next
+        :meth:`write` goes to an encoder that has seen none of them, so it starts on a keyframe. With ``crf=0``
+        the result decodes to exactly the frames an uninterrupted writer would have produced.
+        """
+        writer = cls(path, fps=fps, upscale=upscale, crf=crf)
+        if keep_frames == 0:
+            writer.partial_path.unlink(missing_ok=True)
+            return writer
+        if not writer.partial_path.is_file():
+            raise ValueError(f"cannot resume: the partial video {writer.partial_path} is missing")
+        staging = writer.partial_path.with_name(writer.partial_path.name + ".resume")
+        try:
+            source = av.open(str(writer.partial_path))
+        except av.FFmpegError as error:
+            raise ValueError(f"cannot resume: {writer.partial_path} is unreadable ({error})") from None
+        with source:
+            video = source.streams.video[0]
+            writer._open(video.codec_context.height, video.codec_context.width, staging)
+            writer._container.start_encoding()
+            # mp4 stores length-prefixed NAL units; the muxer expects what the encoder gives (Annex B).
+            to_annex_b = BitStreamFilterContext("h264_mp4toannexb", video)
+            try:
+                for packet in source.demux(video):
+                    if writer.frames_written == keep_frames:
+                        break
+                    if packet.dts is None:
+                        continue
+                    for converted in to_annex_b.filter(packet):
+                        converted.stream = writer._stream
+                        writer._container.mux(converted)
+                    writer.frames_written += 1
+            except av.FFmpegError:  # a fragment cut short by the crash: what came before it is still usable
+                pass
+        if writer.frames_written < keep_frames:
+            writer._container.close()
+            staging.unlink()
+            raise ValueError(f"cannot resume: {writer.partial_path} holds {writer.frames_written} frames, the saved "
+                             f"state expects {keep_frames}")
+        os.replace(staging, writer.partial_path)  # the open container keeps writing to the renamed file
+        return writer
+
+    def sync(self) -> None:
+        """Make every frame written so far durable (but the last, which waits for the next fragment)."""
+        if self.partial_path.exists():
+            fd = os.open(self.partial_path, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
 
     def write(self, frames: np.ndarray) -> None:
         if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
@@ -48,18 +118,34 @@ class VideoWriter:
             if h % 2 or w % 2:
                 raise ValueError(f"H.264 needs even frame sizes, got {w}x{h}")
             self._open(h, w)
-        for frame in frames:
-            for packet in self._stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), "rgb24")):
-                self._container.mux(packet)
-        self.frames_written += len(frames)
+        try:
+            for frame in frames:
+                picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), "rgb24")
+                picture.pts, picture.time_base = self.frames_written, Fraction(1, self.fps)
+                for packet in self._stream.encode(picture):
+                    self._container.mux(packet)
+                self.frames_written += 1
+        except OSError as error:
+            if error.errno in DISK_FULL:
+                raise OSError(error.errno, f"disk full (or file size limit) writing {self.partial_path}; "
+                                           f"{self.frames_written} frames kept there, playable") from None
+            raise
 
     def close(self, complete: bool = True) -> None:
-        """Flush and finalise the file; rename it to its final name when ``complete``."""
+        """Flush and finalise the file; rename it to its final name when ``complete``.
+
+        An incomplete close never raises: it runs while another error is on its way, and the frames already on
+        disk stay playable whatever the flush does.
+        """
         if self._container is not None:
-            for packet in self._stream.encode():
-                self._container.mux(packet)
-            self._container.close()
-            self._container = None
+            container, self._container = self._container, None
+            try:
+                for packet in self._stream.encode():
+                    container.mux(packet)
+                container.close()
+            except (OSError, av.FFmpegError):
+                if complete:
+                    raise
             if complete:
                 self.partial_path.replace(self.path)
 
@@ -68,4 +154,5 @@ class VideoWriter:
 
     def __exit__(self, kind: type | None, value: BaseException | None, tb: TracebackType | None) -> None:
         self.close(complete=kind is None)
+
 

@@ -65,3 +65,9 @@ class SpaceToDepthStream:
         self.frames_decoded += video.shape[1]
         pixels = ((video.float() + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
         return pixels.permute(0, 1, 3, 4, 2)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {"frames_decoded": torch.tensor(self.frames_decoded)}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        self.frames_decoded = int(state["frames_decoded"])

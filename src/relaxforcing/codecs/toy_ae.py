@@ -61,3 +61,10 @@ class ToyAutoencoderStream:
         """Latent chunk ``[B, 16, f, h, w]`` -> uint8 frames ``[B, 4f, 4h, 4w, 3]``."""
         video = self.codec.decode(chunk.to(self.codec.mean.device, torch.float32))
         return ((video + 1) * 127.5).round().clamp(0, 255).to(torch.uint8).permute(0, 1, 3, 4, 2)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if state:
+            raise ValueError(f"the toy codec keeps no decoder state, got {sorted(state)[:4]}")

@@ -142,3 +142,25 @@ class VAEDecodeStream:
                                       first_chunk=self._batch is None and i == 0))
         self._batch = latents.shape[0]
         return torch.cat(frames, dim=2).clamp(-1, 1)
+
+    def state_dict(self) -> dict[str, torch.Tensor]:
+        """The causal-conv cache as CPU tensors: ``cache.i`` for a held tensor, an empty ``rep.i`` for diffusers'
+        "Rep" marker, nothing for an unused slot; ``batch`` once decoding has begun."""
+        state = {"slots": torch.tensor(len(self._cache))}
+        if self._batch is not None:
+            state["batch"] = torch.tensor(self._batch)
+        for i, entry in enumerate(self._cache):
+            if isinstance(entry, torch.Tensor):
+                state[f"cache.{i}"] = entry.cpu()
+            elif entry == "Rep":
+                state[f"rep.{i}"] = torch.empty(0)
+        return state
+
+    def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
+        if int(state["slots"]) != len(self._cache):
+            raise ValueError(f"the saved VAE decoder state has {int(state['slots'])} conv slots, this VAE "
+                             f"{len(self._cache)}")
+        device = self.decoder.mean.device
+        self._cache = [state[f"cache.{i}"].to(device) if f"cache.{i}" in state else
+                       "Rep" if f"rep.{i}" in state else None for i in range(len(self._cache))]
+        self._batch = int(state["batch"]) if "batch" in state else None

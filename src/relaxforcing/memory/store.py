@@ -96,5 +96,27 @@ class FrameStore:
         """The keys/values a chunk attends to under ``view``."""
         return MemoryReader(self, view, grid_hw, head_dim)
 
+    def state_tensors(self) -> dict[str, torch.Tensor]:
+        """The buffers, for a snapshot (with :meth:`state_meta`)."""
+        return {"k": self.k, "v": self.v, "prototype_sums": self.prototype_sums}
+
+    def state_meta(self) -> dict:
+        return {"num_frames": self.num_frames, "slot_frame": list(self.slot_frame)}
+
+    def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Restore a snapshot into this store, which must have been built with the same sizes."""
+        for name, buffer in self.state_tensors().items():
+            saved = tensors.get(name)
+            if saved is None or saved.shape != buffer.shape or saved.dtype != buffer.dtype:
+                found = "nothing" if saved is None else f"{saved.dtype} {list(saved.shape)}"
+                raise ValueError(f"the saved frame store's {name} is {found}, this run needs "
+                                 f"{buffer.dtype} {list(buffer.shape)} (another model, size or policy?)")
+            buffer.copy_(saved)
+        if len(meta["slot_frame"]) != len(self.slot_frame):
+            raise ValueError(f"the saved frame store has {len(meta['slot_frame'])} slots, this one "
+                             f"{len(self.slot_frame)}")
+        self.slot_frame = [int(f) for f in meta["slot_frame"]]
+        self.num_frames = int(meta["num_frames"])
+
     def nbytes(self) -> int:
         return self.k.nbytes + self.v.nbytes + self.prototype_sums.nbytes

@@ -1,6 +1,6 @@
 """Sampling: the flow-matching schedule and the streaming chunk loop."""
 
 from relaxforcing.sampling.schedule import FlowSchedule
-from relaxforcing.sampling.stream import Chunk, StreamSampler
+from relaxforcing.sampling.stream import Chunk, StreamSampler, StreamState
 
-__all__ = ["Chunk", "FlowSchedule", "StreamSampler"]
+__all__ = ["Chunk", "FlowSchedule", "StreamSampler", "StreamState"]

@@ -28,6 +28,34 @@ class Chunk:
     """One record per sample: attended frames with roles and positions (and relax candidate scores)."""
 
 
+@dataclass
+class StreamState:
+    """Everything a stream carries from one chunk to the next: with it, a stopped stream continues bitwise."""
+
+    store: FrameStore
+    generators: list[torch.Generator]
+    """One noise generator per sample."""
+    chunk_index: int = 0
+    """The next chunk to make."""
+
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The state as named CPU tensors (plus :meth:`meta`) for a snapshot."""
+        out = {f"store.{k}": v.cpu() for k, v in self.store.state_tensors().items()}
+        out.update({f"generator.{i}": g.get_state() for i, g in enumerate(self.generators)})
+        return out
+
+    def meta(self) -> dict:
+        return {"chunk_index": self.chunk_index, **self.store.state_meta()}
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Load a snapshot taken by :meth:`tensors` / :meth:`meta` into this (freshly made) state."""
+        self.store.load_state({k.removeprefix("store."): v for k, v in tensors.items() if k.startswith("store.")},
+                              meta)
+        for i, generator in enumerate(self.generators):
+            generator.set_state(tensors[f"generator.{i}"])
+        self.chunk_index = int(meta["chunk_index"])
+
+
 class StreamSampler:
     """Self-Forcing's few-step causal inference with a pluggable memory policy.
 
@@ -57,6 +85,12 @@ class StreamSampler:
                           ring_frames=max(1, self.policy.max_lag), dtype=self.model.patch_embedding.weight.dtype,
                           device=self.device)
 
+    def new_state(self, seeds: Sequence[int], latent_hw: tuple[int, int], store: FrameStore | None = None
+                  ) -> StreamState:
+        """A stream's starting state: an empty store and one seeded generator per sample."""
+        return StreamState(store if store is not None else self.new_store(len(seeds), latent_hw),
+                           [torch.Generator(self.device).manual_seed(int(s)) for s in seeds])
+
     def stream(
         self,
         context: torch.Tensor,
@@ -65,6 +99,7 @@ class StreamSampler:
         num_frames: int | None = None,
         trace: TraceSink | None = None,
         store: FrameStore | None = None,
+        state: StreamState | None = None,
     ) -> Iterator[Chunk]:
         """Yield chunks of clean latents as soon as each is done.
 
@@ -75,6 +110,8 @@ class StreamSampler:
             num_frames: latent frames to make (a multiple of the chunk size), or None for an endless stream.
             trace: called with one JSON-ready record per chunk and sample.
             store: the frame store to fill (default: a new one sized by the policy).
+            state: continue from this state (e.g. a restored snapshot) instead of a fresh one; it is updated in
+                place, so that between two chunks it always describes how to continue.
         """
         batch, f = context.shape[0], self.policy.chunk_frames
         if len(seeds) != batch:
@@ -83,20 +120,21 @@ class StreamSampler:
             raise ValueError(f"num_frames={num_frames} must be a positive multiple of the chunk size {f}")
         with torch.no_grad():
             cross_kv = self.model.encode_context(context.to(self.device))
-            store = store if store is not None else self.new_store(batch, latent_hw)
-            generators = [torch.Generator(self.device).manual_seed(int(s)) for s in seeds]
-            index = 0
-            while num_frames is None or store.num_frames < num_frames:
-                start = store.num_frames
+            state = state if state is not None else self.new_state(seeds, latent_hw, store)
+            if state.store.batch != batch or len(state.generators) != batch:
+                raise ValueError(f"the stream state holds {state.store.batch} samples, the context {batch}")
+            while num_frames is None or state.store.num_frames < num_frames:
+                start = state.store.num_frames
                 last = num_frames is not None and start + f >= num_frames
-                chunk = self.denoise_chunk(store, cross_kv, generators, latent_hw, index, commit=not last)
+                chunk = self.denoise_chunk(state.store, cross_kv, state.generators, latent_hw, state.chunk_index,
+                                           commit=not last)
                 if trace is not None:
                     for record in chunk.trace:
                         trace(record)
                 if last:
-                    store.num_frames = num_frames
+                    state.store.num_frames = num_frames
+                state.chunk_index += 1
                 yield chunk
-                index += 1
 
     def noise(self, generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
         """Fresh Gaussian noise ``[B, *shape]``, each sample from its own generator."""

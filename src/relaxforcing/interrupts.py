@@ -1,0 +1,48 @@
+"""Graceful stops: the first Ctrl-C or SIGTERM asks the running job to stop after its current chunk."""
+
+from __future__ import annotations
+
+import signal
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+HANDLED = (signal.SIGINT, signal.SIGTERM)
+
+
+class StopRequest:
+    """Callable polled between chunks: the name of the signal that asked to stop, or None."""
+
+    def __init__(self) -> None:
+        self.signal: str | None = None
+
+    def __call__(self) -> str | None:
+        return self.signal
+
+    def exit_code(self) -> int:
+        """The shell's convention for death by this signal (130 for SIGINT, 143 for SIGTERM)."""
+        return 128 + int(signal.Signals[self.signal]) if self.signal else 1
+
+    def _handle(self, signum: int, frame: object) -> None:
+        if self.signal is not None:
+            raise KeyboardInterrupt  # the second request: stop now (open videos still close as playable)
+        self.signal = signal.Signals(signum).name
+        print(f"\n{self.signal}: finishing the current chunk, then saving the state (send it again to stop at once)",
+              file=sys.stderr, flush=True)
+
+
+@contextmanager
+def stop_on_signals() -> Iterator[StopRequest]:
+    """Route SIGINT and SIGTERM to a :class:`StopRequest` for the duration (main thread only; elsewhere the
+    request never fires and signals keep their default behaviour)."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {s: signal.signal(s, request._handle) for s in HANDLED}
+    try:
+        yield request
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
