@@ -314,3 +314,12 @@ def test_small_dim_without_config_asks_for_one(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     with pytest.raises(CheckpointError, match="not found"):
         load_dit(tmp_path / "nope.pt", TINY)
+
+
+def test_non_finite_weights_are_named(tmp_path: Path) -> None:
+    state = random_model().state_dict()
+    state["blocks.1.ffn.0.weight"][3, 2] = float("nan")
+    state["head.head.weight"][0, 0] = float("inf")
+    save_file(state, tmp_path / "m.safetensors")
+    with pytest.raises(CheckpointError, match=r"NaN or Inf values in 2 tensors: blocks\.1\.ffn\.0\.weight, head"):
+        load_dit(tmp_path / "m.safetensors", TINY)

@@ -19,6 +19,7 @@ from relaxforcing.codecs.wan_vae import (
     load_wan_vae,
     to_uint8_frames,
 )
+from relaxforcing.snapshot import load_snapshot, save_snapshot
 
 TINY_VAE = {"base_dim": 8, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2}
 """Same layout as Wan2.1 (4 levels, 2 residual blocks, so the same flat indices), 12x narrower."""
@@ -152,3 +153,20 @@ def test_wan22_vae_is_refused() -> None:
     with pytest.raises(ValueError, match="only the Wan2.1 VAE"):
         WanVAEDecoder(AutoencoderKLWan(base_dim=8, z_dim=16, is_residual=True, patch_size=2, in_channels=12,
                                        out_channels=12))
+
+
+def test_decoder_state_survives_a_snapshot(tiny_vae: AutoencoderKLWan, latents: torch.Tensor, tmp_path: Path) -> None:
+    """A stream stopped after two latents, saved to disk and loaded into a new decoder, goes on bit for bit."""
+    straight = WanVAEDecoder(tiny_vae).stream()
+    straight.decode_pixels(latents[:, :, :2])
+    expected = straight.decode_pixels(latents[:, :, 2:])
+
+    first = WanVAEDecoder(tiny_vae).stream()
+    first.decode_pixels(latents[:, :, :2])
+    assert any(k.startswith("cache.") for k in first.state_dict())
+    save_snapshot(tmp_path, {"chunk_index": 1}, first.state_dict())
+    second = WanVAEDecoder(tiny_vae).stream()
+    second.load_state_dict(load_snapshot(tmp_path).tensors)
+    assert torch.equal(second.decode_pixels(latents[:, :, 2:]), expected)
+    with pytest.raises(ValueError, match="batch size changed"):  # the restored stream knows its batch
+        second.decode_pixels(latents[:1, :, :1])

@@ -32,7 +32,11 @@ def read_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
     if prompts_file is not None:
         if not prompts_file.is_file():
             raise ValueError(f"prompt file {prompts_file} does not exist")
-        prompts = [line.strip() for line in prompts_file.read_text(encoding="utf-8").splitlines() if line.strip()]
+        try:
+            text = prompts_file.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"prompt file {prompts_file} is not UTF-8 text") from None
+        prompts = [line.strip() for line in text.splitlines() if line.strip()]
         if not prompts:
             raise ValueError(f"prompt file {prompts_file} holds no prompts")
     else:
@@ -169,6 +173,8 @@ def generate(
         raise ValueError(f"--crf must be in 0..51 (0 = lossless), got {crf}")
     prompts = read_prompts(prompt, prompts_file)
     seeds = seed or [42]
+    if not all(0 <= s < 2**63 for s in seeds):
+        raise ValueError(f"--seed must be in 0..2**63-1, got {[s for s in seeds if not 0 <= s < 2**63][0]}")
     if output is not None:
         if len(prompts) * len(seeds) != 1:
             raise ValueError(f"--output names one file but there are {len(prompts) * len(seeds)} videos; "
@@ -210,8 +216,14 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
 
     jobs = run.jobs()
     if run.output is None:
+        if run.out_dir.exists() and not run.out_dir.is_dir():
+            raise ValueError(f"--out-dir {run.out_dir} is a file, not a folder")
         run.out_dir.mkdir(parents=True, exist_ok=True)
     check_writable(jobs[0][2].parent)
+    if run.trace is not None and not run.trace.parent.is_dir():
+        raise ValueError(f"--trace: folder {run.trace.parent} does not exist")
+    if run.state_base().exists() and not run.state_base().is_dir():
+        raise ValueError(f"--state {run.state_base()} is a file, not a folder")
     resumed = [Path(p) for p in snapshot.meta["job"]["outputs"]] if snapshot is not None else []
     if resumed and all(p.exists() for p in resumed):  # killed after that batch finished, before its state went
         snapshot, resumed = None, []
@@ -326,16 +338,30 @@ def _register_extensions() -> None:
 _register_extensions()
 
 
+def one_line(error: BaseException) -> str:
+    return re.sub(r"^\[Errno \d+\] ", "", " ".join(str(error).split())) or type(error).__name__
+
+
 def main() -> None:
-    """Entry point: library errors become one line on stderr and exit status 2."""
+    """Entry point: usage and library errors become one line on stderr and a non-zero exit, never a traceback."""
     try:
-        app()
-    except KeyboardInterrupt:
+        code = app(standalone_mode=False)
+    except (KeyboardInterrupt, typer.Abort):
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)
-    except (ValueError, OSError, FloatingPointError, RuntimeError, ImportError) as error:
-        message = " ".join(str(error).split()) or type(error).__name__
-        print(f"error: {message}", file=sys.stderr)
+    except (ValueError, OSError, FloatingPointError, RuntimeError, ImportError, OverflowError) as error:
+        print(f"error: {one_line(error)}", file=sys.stderr)
         if os.environ.get("RELAXFORCING_DEBUG"):
             raise
         sys.exit(2)
+    except Exception as error:
+        if not hasattr(error, "format_message"):  # not one of click's usage errors (typer vendors click)
+            raise
+        if type(error).__name__ == "NoArgsIsHelpError":
+            error.show()
+            sys.exit(2)
+        context = getattr(error, "ctx", None)
+        hint = f" (see {context.command_path} --help)" if context is not None else ""
+        print(f"error: {' '.join(error.format_message().split())}{hint}", file=sys.stderr)
+        sys.exit(getattr(error, "exit_code", 2))
+    sys.exit(code if isinstance(code, int) else 0)

@@ -59,8 +59,8 @@ class VideoPipeline:
 
     def latent_frames(self, seconds: float) -> int:
         """Latent frames for ``seconds`` of video, rounded up to whole chunks."""
-        if not seconds > 0:
-            raise ValueError(f"--seconds must be positive, got {seconds}")
+        if not (seconds > 0 and np.isfinite(seconds)):
+            raise ValueError(f"--seconds must be a positive number, got {seconds}")
         chunk = self.model.config.chunk_frames
         frames = int(np.ceil(seconds * self.fps / self.frames_per_latent))
         return int(np.ceil(frames / chunk) * chunk)

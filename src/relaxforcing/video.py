@@ -38,6 +38,7 @@ class VideoWriter:
             raise ValueError(f"--crf must be in 0..51 (0 = lossless), got {crf}")
         self.fps, self.upscale, self.crf = fps, upscale, crf
         self.frames_written = 0
+        self._whole_fragments_bytes = 0
         self._container = None
         self._stream = None
 
@@ -118,18 +119,28 @@ class VideoWriter:
             if h % 2 or w % 2:
                 raise ValueError(f"H.264 needs even frame sizes, got {w}x{h}")
             self._open(h, w)
-        try:
-            for frame in frames:
-                picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), "rgb24")
-                picture.pts, picture.time_base = self.frames_written, Fraction(1, self.fps)
+        for frame in frames:
+            picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), "rgb24")
+            picture.pts, picture.time_base = self.frames_written, Fraction(1, self.fps)
+            try:
                 for packet in self._stream.encode(picture):
                     self._container.mux(packet)
-                self.frames_written += 1
-        except OSError as error:
-            if error.errno in DISK_FULL:
-                raise OSError(error.errno, f"disk full (or file size limit) writing {self.partial_path}; "
-                                           f"{self.frames_written} frames kept there, playable") from None
-            raise
+            except OSError as error:
+                if error.errno not in DISK_FULL:
+                    raise
+                self._cut_to_whole_fragments()
+                raise OSError(error.errno, f"disk full (or over the file size limit) writing {self.partial_path}; "
+                                           f"its first {max(self.frames_written - 1, 0)} frames are kept, playable"
+                              ) from None
+            self.frames_written += 1
+            # Muxing frame k wrote frame k-1's fragment, whole: the file up to here is always playable.
+            self._whole_fragments_bytes = self.partial_path.stat().st_size
+
+    def _cut_to_whole_fragments(self) -> None:
+        """After a failed write, drop the half-written fragment so that every byte left decodes."""
+        self._container = None  # cannot be flushed or finalised any more: the disk is full
+        with open(self.partial_path, "r+b") as file:
+            file.truncate(self._whole_fragments_bytes)
 
     def close(self, complete: bool = True) -> None:
         """Flush and finalise the file; rename it to its final name when ``complete``.

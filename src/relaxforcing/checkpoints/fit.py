@@ -35,5 +35,9 @@ def load_strict(
 ) -> None:
     """Check ``state`` against ``model`` (usually on meta), then assign its tensors, cast, with ``strict=True``."""
     check_state(model, state, expected, source)
+    broken = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if broken:
+        raise CheckpointError(f"{source} holds NaN or Inf values in {len(broken)} tensors: "
+                              f"{', '.join(sorted(broken)[:SHOWN])}")
     cast = {k: v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype) for k, v in state.items()}
     model.load_state_dict(cast, strict=True, assign=True)
