@@ -42,6 +42,13 @@ def files(tmp_path: Path) -> Path:
 
 
 @pytest.mark.parametrize("args, message", [
+    (["generate", PROMPT, "--memory", "bogus"], "unknown memory policy 'bogus'"),
+    (["generate", PROMPT, "--memory", "relax:sink=x"], "not a valid int"),
+    (["generate", "a red dragon", "--seconds", "1"], "unknown word 'dragon'"),
+    (["generate", "   "], "the prompt is empty"),
+    (["generate"], "give exactly one of PROMPT or --prompts"),
+    (["generate", "--prompts", "missing.txt"], "prompt file missing.txt does not exist"),
+    (["generate", PROMPT, "--seconds", "0"], "--seconds must be a positive number, got 0.0"),
     (["generate", PROMPT, "--seconds", "inf"], "--seconds must be a positive number, got inf"),
     (["generate", PROMPT, "--seconds", "abc"], "Invalid value for '--seconds'"),
     (["generate", PROMPT, "--bogus"], "No such option: --bogus (see "),
@@ -59,6 +66,10 @@ def files(tmp_path: Path) -> Path:
     (["generate", PROMPT, "--out-dir", "a_file", "--seed", "1", "--seed", "2"], "a_file is a file, not a folder"),
     (["generate", PROMPT, "--state", "a_file"], "--state a_file is a file, not a folder"),
     (["generate", PROMPT, "-o", "/proc/v.mp4"], "cannot write into /proc"),
+    (["generate", PROMPT, "-o", "/nonexistent/dir/v.mp4"], "output folder /nonexistent/dir does not exist"),
+    (["generate", PROMPT, "-o", "video.avi"], "must end in .mp4"),
+    (["generate", PROMPT, "--checkpoint", "/nonexistent.pt", "--wan-dir", "/nonexistent-wan"], "nonexistent"),
+    (["generate", PROMPT, "--device", "cuda:0"], "CUDA is not available"),
     (["generate", PROMPT, "--device", "tpu"], "unknown device 'tpu'"),
     (["generate", PROMPT, "--lora", "x.pt"], "--wan-dir and --lora need --checkpoint"),
     (["eval", "missing.mp4"], "Missing option '--out'"),
