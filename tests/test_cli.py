@@ -67,3 +67,14 @@ def test_existing_output_is_not_overwritten(tmp_path):
     result = run_cli("generate", PROMPT, "-o", str(out), "--seconds", "1")
     assert result.returncode == 2 and "already exists" in result.stderr
     assert out.read_bytes() == b"user data"
+
+
+def test_cli_loads_without_the_optional_extras():
+    """`generate`, `bench` and `eval` must not need the viewer (FastAPI) or the real-model stack (diffusers)."""
+    code = ("import sys\n"
+            "for name in ('fastapi', 'uvicorn', 'diffusers', 'transformers'): sys.modules[name] = None\n"
+            "from relaxforcing.cli import app\n"
+            "print(sorted(c.name or c.callback.__name__ for c in app.registered_commands))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert "bench" in result.stdout and "serve" in result.stdout

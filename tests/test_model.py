@@ -155,3 +155,19 @@ def test_teacher_forcing_equals_incremental_chunks(tiny_model, tiny_context):
         times = torch.cat([torch.zeros(2, start), t[:, start:start + 3]], dim=1)
         reference = tiny_model(x, times, tiny_context)[:, :, start:]
         assert torch.allclose(out[:, :, start:start + 3], reference, atol=1e-5)
+
+
+def test_bfloat16_model_streams_close_to_float32(tiny_model, tiny_context):
+    """The half-precision path (as on GPU: every parameter bf16, norms and RoPE in float32) runs and stays close."""
+    bf16 = CausalWanModel(tiny_model.config).eval()
+    bf16.load_state_dict(tiny_model.state_dict())
+    bf16 = bf16.to(torch.bfloat16)
+    assert bf16.blocks[0].norm3.weight.dtype == torch.bfloat16
+    chunks = {}
+    for name, model in (("fp32", tiny_model), ("bf16", bf16)):
+        sampler = StreamSampler(model, build_policy("relax", model.config.chunk_frames))
+        chunks[name] = torch.cat([c.latents for c in sampler.stream(tiny_context.to(model.patch_embedding.weight),
+                                                                    [0, 1], (4, 4), num_frames=6)], dim=2)
+    assert torch.isfinite(chunks["bf16"]).all()
+    error = (chunks["bf16"] - chunks["fp32"]).norm() / chunks["fp32"].norm()
+    assert error < 0.05, error

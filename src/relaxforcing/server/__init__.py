@@ -1,5 +1,4 @@
-"""The live web viewer: watch a video stream chunk by chunk, inspect its memory, switch prompts mid-stream."""
+"""The live web viewer: watch a video stream chunk by chunk, inspect its memory, switch prompts mid-stream.
 
-from relaxforcing.server.app import create_app
-
-__all__ = ["create_app"]
+Nothing is imported here, so the CLI loads without the ``serve`` extra (FastAPI, uvicorn); see ``server.app``.
+"""
