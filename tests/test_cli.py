@@ -46,19 +46,21 @@ def test_generate_in_process_without_network(tmp_path):
 
 
 def test_partial_video_stays_playable(tmp_path):
-    """Fragments are flushed as they are written: a copy taken mid-run (as after a crash) decodes."""
+    """One fragment per frame, flushed as written: a copy taken mid-run (as after a crash) decodes to every frame
+    but the newest, whose fragment is cut when the next frame arrives."""
     import numpy as np
 
     path = tmp_path / "p.mp4"
     writer = VideoWriter(path, fps=16)
     writer.write(np.random.default_rng(0).integers(0, 255, (40, 64, 64, 3), dtype=np.uint8))
+    writer.flush()
     assert not path.exists() and writer.partial_path.exists()
     crashed = tmp_path / "crashed.mp4"
     crashed.write_bytes(writer.partial_path.read_bytes())
     writer.close()
     assert path.exists() and not writer.partial_path.exists()
     with av.open(str(crashed)) as container:
-        assert sum(1 for _ in container.decode(video=0)) >= 16
+        assert sum(1 for _ in container.decode(video=0)) == 39
 
 
 def test_existing_output_is_not_overwritten(tmp_path):
@@ -78,3 +80,25 @@ def test_cli_loads_without_the_optional_extras():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert "bench" in result.stdout and "serve" in result.stdout
+
+
+def test_background_writer_makes_the_same_file_and_reports_errors(tmp_path):
+    """Encoding on the writer's thread gives the very bytes the caller's thread gives; its errors reach the caller."""
+    import numpy as np
+
+    frames = np.random.default_rng(1).integers(0, 255, (3, 12, 32, 32, 3), dtype=np.uint8)
+    for background in (False, True):
+        with VideoWriter(tmp_path / f"{background}.mp4", background=background) as writer:
+            for chunk in frames:
+                writer.write(chunk)
+    assert (tmp_path / "True.mp4").read_bytes() == (tmp_path / "False.mp4").read_bytes()
+
+    writer = VideoWriter(tmp_path / "bad.mp4")
+    writer._encode = lambda frames: (_ for _ in ()).throw(OSError(28, "no space left"))  # fails on its thread
+    writer.write(frames[0])
+    with pytest.raises(OSError, match="no space left"):
+        writer.flush()
+    with pytest.raises(OSError, match="no space left"):
+        writer.write(frames[1])
+    writer.close(complete=False)  # the error path never raises again
+    assert not (tmp_path / "bad.mp4").exists()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import errno
 import os
+import queue
+import threading
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
@@ -27,9 +29,12 @@ class VideoWriter:
     interrupted video stays playable under its ``.part`` name and a rerun does not mistake it for a finished one.
     ``write`` takes uint8 frames ``[T, H, W, 3]``; ``upscale`` repeats pixels (for tiny toy videos); ``crf`` 0 is
     lossless. No B-frames and no lookahead (``zerolatency``), so a frame's packet leaves the encoder at once.
+
+    With ``background`` (default), encoding runs on a thread of its own, so the caller can go on (e.g. queue the next
+    chunk on the GPU) meanwhile; an encoding error is raised by the next ``write``, ``flush``, ``sync`` or ``close``.
     """
 
-    def __init__(self, path: Path | str, fps: int = 16, upscale: int = 1, crf: int = 18):
+    def __init__(self, path: Path | str, fps: int = 16, upscale: int = 1, crf: int = 18, background: bool = True):
         self.path = Path(path)
         self.partial_path = partial_path(self.path)
         if not self.path.parent.is_dir():
@@ -38,9 +43,13 @@ class VideoWriter:
             raise ValueError(f"--crf must be in 0..51 (0 = lossless), got {crf}")
         self.fps, self.upscale, self.crf = fps, upscale, crf
         self.frames_written = 0
+        """Frames encoded so far (after :meth:`flush`: every frame given to :meth:`write`)."""
         self._whole_fragments_bytes = 0
         self._container = None
         self._stream = None
+        self._queue: queue.Queue[np.ndarray | None] | None = queue.Queue(maxsize=2) if background else None
+        self._worker: threading.Thread | None = None
+        self._error: BaseException | None = None
 
     def _open(self, height: int, width: int, path: Path | None = None) -> None:
         options = {"movflags": "frag_keyframe+frag_every_frame+empty_moov+default_base_moof", "flush_packets": "1"}
@@ -100,8 +109,31 @@ class VideoWriter:
         os.replace(staging, writer.partial_path)  # the open container keeps writing to the renamed file
         return writer
 
+    def write(self, frames: np.ndarray) -> None:
+        """Append uint8 frames ``[T, H, W, 3]`` (handed to the encoder thread, or encoded here)."""
+        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+        h, w = frames.shape[1] * self.upscale, frames.shape[2] * self.upscale
+        if h % 2 or w % 2:
+            raise ValueError(f"H.264 needs even frame sizes, got {w}x{h}")
+        if self._queue is None:
+            self._encode(frames)
+            return
+        self._raise_worker_error()
+        if self._worker is None:
+            self._worker = threading.Thread(target=self._encode_queued, name=f"mp4 {self.path.name}", daemon=True)
+            self._worker.start()
+        self._queue.put(frames)
+
+    def flush(self) -> None:
+        """Wait until every frame given to :meth:`write` has been encoded and muxed."""
+        if self._queue is not None:
+            self._queue.join()
+        self._raise_worker_error()
+
     def sync(self) -> None:
         """Make every frame written so far durable (but the last, which waits for the next fragment)."""
+        self.flush()
         if self.partial_path.exists():
             fd = os.open(self.partial_path, os.O_RDONLY)
             try:
@@ -109,16 +141,26 @@ class VideoWriter:
             finally:
                 os.close(fd)
 
-    def write(self, frames: np.ndarray) -> None:
-        if frames.ndim != 4 or frames.shape[-1] != 3 or frames.dtype != np.uint8:
-            raise ValueError(f"frames must be uint8 [T, H, W, 3], got {frames.dtype} {list(frames.shape)}")
+    def _raise_worker_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def _encode_queued(self) -> None:
+        while (frames := self._queue.get()) is not None:
+            try:
+                if self._error is None:  # after an error the rest is dropped; the error waits for the caller
+                    self._encode(frames)
+            except BaseException as error:  # noqa: BLE001 - handed to the caller's thread
+                self._error = error
+            finally:
+                self._queue.task_done()
+        self._queue.task_done()
+
+    def _encode(self, frames: np.ndarray) -> None:
         if self.upscale > 1:
             frames = frames.repeat(self.upscale, axis=1).repeat(self.upscale, axis=2)
         if self._container is None:
-            h, w = frames.shape[1:3]
-            if h % 2 or w % 2:
-                raise ValueError(f"H.264 needs even frame sizes, got {w}x{h}")
-            self._open(h, w)
+            self._open(*frames.shape[1:3])
         for frame in frames:
             picture = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), "rgb24")
             picture.pts, picture.time_base = self.frames_written, Fraction(1, self.fps)
@@ -148,6 +190,12 @@ class VideoWriter:
         An incomplete close never raises: it runs while another error is on its way, and the frames already on
         disk stay playable whatever the flush does.
         """
+        if self._worker is not None:  # encode what is queued, then stop the thread
+            self._queue.put(None)
+            self._worker.join()
+            self._worker = None
+        if self._error is not None and complete:
+            raise self._error
         if self._container is not None:
             container, self._container = self._container, None
             try:
