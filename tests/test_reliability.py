@@ -172,3 +172,17 @@ def test_unfinished_video_is_never_overwritten(tmp_path: Path) -> None:
     result = run_cli("generate", PROMPT, "--seconds", "1", "-o", "v.mp4", cwd=tmp_path)
     assert_one_line_error(result, "v.part.mp4 is left from an interrupted run")
     assert (tmp_path / "v.part.mp4").read_bytes() == b"an interrupted video"
+
+
+def test_source_loads_only_safe_formats() -> None:
+    """Every torch.load in the package passes weights_only=True; no raw unpickling, no remote code."""
+    source = Path(__file__).resolve().parents[1] / "src" / "relaxforcing"
+    loads = trusts = 0
+    for file in source.rglob("*.py"):
+        text = file.read_text()
+        for call in text.split("torch.load(")[1:]:
+            loads += 1
+            assert "weights_only=True" in call.split("\n")[0], f"{file.name}: torch.load without weights_only=True"
+        trusts += text.count("trust_remote_code")
+        assert "pickle.load" not in text and "weights_only=False" not in text, file.name
+    assert loads >= 3 and trusts == 0

@@ -20,7 +20,7 @@ from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
 from relaxforcing.bundles import load_toy
-from relaxforcing.server import create_app
+from relaxforcing.server.app import create_app
 from relaxforcing.server.cli import WS_MAX_BYTES
 
 CHROMIUM = Path("/usr/bin/chromium")

@@ -156,6 +156,8 @@ def generate(
                                                      "saved settings (only --device may be added).")] = None,
 ) -> None:
     """Generate videos, streaming each finished chunk into its mp4; Ctrl-C stops cleanly and can be resumed."""
+    from relaxforcing.snapshot import STATE_FILE
+
     if resume is not None:
         given = [name for name in ctx.params if name not in RESUME_KEEPS
                  and getattr(ctx.get_parameter_source(name), "name", "") == "COMMANDLINE"]
@@ -186,7 +188,7 @@ def generate(
                       overwrite=overwrite, crf=crf, size=size, state=state, snapshot_every=snapshot_every)
     if output is not None and output.exists() and not overwrite:
         raise ValueError(f"{output} already exists; pass --overwrite to replace it")
-    if (run.state_dir() / "state.json").exists():
+    if (run.state_dir() / STATE_FILE).exists():
         raise ValueError(f"{run.state_dir()} holds the state of an interrupted run; continue it with "
                          f"`relaxforcing generate --resume {run.state_base()}`, or delete that folder")
     run_generate(run, device, None)

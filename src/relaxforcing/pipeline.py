@@ -139,14 +139,11 @@ class VideoPipeline:
         frames_done = 0
         with ExitStack() as stack:
             if resume is not None:
-                writers, trace_file = self._restore(resume, job, state, decoder, outputs, trace_path, crf)
+                writers, trace_file = self._restore(resume, job, state, decoder, outputs, trace_path, crf, stack)
             else:
-                writers = [VideoWriter(p, fps=self.fps, upscale=self.upscale, crf=crf) for p in outputs]
-                trace_file = open(trace_path, "w") if trace_path else None
-            for writer in writers:
-                stack.enter_context(writer)
-            if trace_file:
-                stack.enter_context(trace_file)
+                writers = [stack.enter_context(VideoWriter(p, fps=self.fps, upscale=self.upscale, crf=crf))
+                           for p in outputs]
+                trace_file = stack.enter_context(open(trace_path, "w")) if trace_path else None
             trace = (lambda r: trace_file.write(json.dumps(r) + "\n")) if trace_file else None
             for _, frames in self.stream(prompts, seeds, num_frames, memory, trace, state, decoder):
                 for writer, video in zip(writers, frames, strict=True):
@@ -171,8 +168,10 @@ class VideoPipeline:
                 "first_frame_seconds": first_frame_s, "latent_frames": num_frames, "memory": memory}
 
     def _restore(self, snapshot: Snapshot, job: dict, state: StreamState, decoder: ChunkDecoder,
-                 outputs: Sequence[Path], trace_path: Path | None, crf: int) -> tuple[list[VideoWriter], IO | None]:
-        """Load ``snapshot`` into ``state`` and ``decoder``; reopen the partial videos and trace where it left."""
+                 outputs: Sequence[Path], trace_path: Path | None, crf: int, stack: ExitStack
+                 ) -> tuple[list[VideoWriter], IO | None]:
+        """Load ``snapshot`` into ``state`` and ``decoder``; reopen the partial videos and trace (closed by
+        ``stack``) where it left them."""
         saved = snapshot.meta.get("job", {})
         for key, value in job.items():
             if saved.get(key) != value:
@@ -183,8 +182,8 @@ class VideoPipeline:
         last = snapshot.tensors["last_frames"].numpy()  # [B, T, H, W, 3]: re-encoded, as the file may lack some
         writers = []
         for path, frames_written, video in zip(outputs, snapshot.meta["frames_written"], last, strict=True):
-            writer = VideoWriter.resume(path, frames_written - len(video), fps=self.fps, upscale=self.upscale,
-                                        crf=crf)
+            writer = stack.enter_context(VideoWriter.resume(path, frames_written - len(video), fps=self.fps,
+                                                            upscale=self.upscale, crf=crf))
             writer.write(video)
             writers.append(writer)
         trace_file = None
@@ -192,7 +191,7 @@ class VideoPipeline:
             keep = int(snapshot.meta.get("trace_bytes", 0))
             if keep and (not trace_path.is_file() or trace_path.stat().st_size < keep):
                 raise ValueError(f"cannot resume: the trace {trace_path} is shorter than when the state was saved")
-            trace_file = open(trace_path, "a")
+            trace_file = stack.enter_context(open(trace_path, "a"))
             trace_file.truncate(keep)
             trace_file.seek(keep)
         return writers, trace_file
