@@ -107,6 +107,7 @@ class VideoWriter:
             raise ValueError(f"cannot resume: {writer.partial_path} holds {writer.frames_written} frames, the saved "
                              f"state expects {keep_frames}")
         os.replace(staging, writer.partial_path)  # the open container keeps writing to the renamed file
+        writer._whole_fragments_bytes = writer.partial_path.stat().st_size  # a disk-full cut never goes below this
         return writer
 
     def write(self, frames: np.ndarray) -> None:
