@@ -17,7 +17,9 @@ import torch
 
 from relaxforcing import snapshot as snapshot_module
 from relaxforcing.bundles import load_toy
+from relaxforcing.memory import build_policy
 from relaxforcing.pipeline import Interrupted, Snapshots
+from relaxforcing.sampling import StreamSampler
 from relaxforcing.snapshot import load_snapshot, save_snapshot
 
 PROMPT = "a red circle and a blue square bouncing on a black background"
@@ -114,20 +116,26 @@ def test_resume_refuses_new_settings(tmp_path):
     assert missing.wait() == 2 and "no saved generation in nowhere" in missing.stderr.read()
 
 
-def test_in_process_stop_and_resume_of_a_batch(tmp_path):
-    """Two samples with their own seeds, stopped after chunk 3 and resumed in a new pipeline: same frames."""
+@pytest.mark.parametrize("store_limit_gb", [1.0, 0.0])
+def test_in_process_stop_and_resume_of_a_batch(tmp_path, store_limit_gb):
+    """Two samples with their own seeds, stopped after chunk 3 and resumed in a new pipeline: same frames, whether
+    the snapshot holds the frame store or only the clean latents (the store is then rebuilt by replay)."""
     outputs = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
     reference = [tmp_path / "ref_a.mp4", tmp_path / "ref_b.mp4"]
     pipe = load_toy()
     pipe.generate([PROMPT, OTHER], [1, 2], 4.5, reference, memory="relax:lambda=1.5", crf=0)
     polls = iter([None, None, "SIGINT"])
-    snapshots = Snapshots(tmp_path / "state", every=0)
+    snapshots = Snapshots(tmp_path / "state", every=0, store_limit_gb=store_limit_gb)
     with pytest.raises(Interrupted, match="after chunk 3 of 6") as stopped:
         pipe.generate([PROMPT, OTHER], [1, 2], 4.5, outputs, memory="relax:lambda=1.5", crf=0,
                       snapshots=snapshots, stop_requested=lambda: next(polls))
     assert stopped.value.partial_videos == [tmp_path / "a.part.mp4", tmp_path / "b.part.mp4"]
 
     saved = load_snapshot(tmp_path / "state")
+    replayed = store_limit_gb == 0
+    assert ("stream.store.k" in saved.tensors) != replayed and ("latents" in saved.tensors) == replayed
+    if replayed:
+        assert saved.tensors["latents"].shape == (2, 16, 9, 16, 16)  # 3 chunks of 3 latent frames
     with pytest.raises(ValueError, match="another job: its seeds"):
         load_toy().generate([PROMPT, OTHER], [1, 3], 4.5, outputs, memory="relax:lambda=1.5", crf=0, resume=saved)
     load_toy().generate([PROMPT, OTHER], [1, 2], 4.5, outputs, memory="relax:lambda=1.5", crf=0, resume=saved)
@@ -165,3 +173,17 @@ def test_damaged_state_gets_one_line_error(tmp_path, damage, message):
     assert proc.wait() == 2
     lines = proc.stderr.read().strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
+
+
+@pytest.mark.parametrize("spec", ["relax", "dense", "longlive", "infinity"])
+def test_replay_rebuilds_the_store_bit_for_bit(tiny_model, tiny_context, spec):
+    """Re-running the clean passes over the saved clean latents refills the store exactly as generation did."""
+    sampler = StreamSampler(tiny_model, build_policy(spec, tiny_model.config.chunk_frames))
+    state = sampler.new_state([0, 1], (4, 4))
+    chunks = [c.latents for c in sampler.stream(tiny_context, [0, 1], (4, 4), num_frames=27, state=state)]
+    state.store.num_frames = 24  # the last chunk is never committed: replay the 8 committed ones
+    rebuilt = sampler.new_store(2, (4, 4))
+    sampler.replay(rebuilt, tiny_model.encode_context(tiny_context), torch.cat(chunks[:-1], dim=2), (4, 4))
+    assert rebuilt.state_meta() == state.store.state_meta()
+    for name, buffer in state.store.state_tensors().items():
+        assert torch.equal(rebuilt.state_tensors()[name], buffer), name

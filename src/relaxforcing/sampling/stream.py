@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import torch
 
 from relaxforcing.memory.policies.base import MemoryPolicy
+from relaxforcing.memory.reader import MemoryReader
 from relaxforcing.memory.store import FrameStore
 from relaxforcing.model.wan import CausalWanModel
 from relaxforcing.sampling.schedule import FlowSchedule
@@ -38,9 +39,10 @@ class StreamState:
     chunk_index: int = 0
     """The next chunk to make."""
 
-    def tensors(self) -> dict[str, torch.Tensor]:
-        """The state as named CPU tensors (plus :meth:`meta`) for a snapshot."""
-        out = {f"store.{k}": v.cpu() for k, v in self.store.state_tensors().items()}
+    def tensors(self, with_store: bool = True) -> dict[str, torch.Tensor]:
+        """The state as named CPU tensors (plus :meth:`meta`) for a snapshot; ``with_store=False`` leaves out the
+        store's buffers (to be rebuilt by :meth:`StreamSampler.replay`)."""
+        out = {f"store.{k}": v.cpu() for k, v in self.store.state_tensors().items()} if with_store else {}
         out.update({f"generator.{i}": g.get_state() for i, g in enumerate(self.generators)})
         return out
 
@@ -48,9 +50,15 @@ class StreamState:
         return {"chunk_index": self.chunk_index, **self.store.state_meta()}
 
     def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        """Load a snapshot taken by :meth:`tensors` / :meth:`meta` into this (freshly made) state."""
-        self.store.load_state({k.removeprefix("store."): v for k, v in tensors.items() if k.startswith("store.")},
-                              meta)
+        """Load a snapshot taken by :meth:`tensors` / :meth:`meta` into this state. A snapshot without the store's
+        buffers needs the store already rebuilt (:meth:`StreamSampler.replay`); it is checked against the saved map.
+        """
+        if "store.k" in tensors:
+            self.store.load_state({k.removeprefix("store."): v for k, v in tensors.items()
+                                   if k.startswith("store.")}, meta)
+        elif self.store.state_meta() != {"num_frames": meta["num_frames"], "slot_frame": meta["slot_frame"]}:
+            raise ValueError(f"the replayed frame store ({self.store.num_frames} frames) does not match the saved "
+                             f"one ({meta['num_frames']} frames)")
         for i, generator in enumerate(self.generators):
             generator.set_state(tensors[f"generator.{i}"])
         self.chunk_index = int(meta["chunk_index"])
@@ -169,9 +177,33 @@ class StreamSampler:
                     noise = (x.double() + (1 - sigma) * flow.double()).float()
                 x = (1 - next_sigma) * x0 + next_sigma * noise
         if commit:
-            keys: list[torch.Tensor] = []
-            values: list[torch.Tensor] = []
-            model.forward_chunk(x0, torch.zeros(batch, f, device=self.device), cross_kv, queries, memory=reader,
-                                kv_sink=lambda layer, k, v: (keys.append(k), values.append(v)))
-            store.commit(start, keys, values)
+            self.clean_pass(store, cross_kv, x0, reader, queries)
         return Chunk(index=index, start=start, latents=x0, trace=view.trace_records(index, self.policy.name))
+
+    def clean_pass(self, store: FrameStore, cross_kv: list[tuple[torch.Tensor, torch.Tensor]], x0: torch.Tensor,
+                   reader: MemoryReader, queries: torch.Tensor) -> None:
+        """Run the clean chunk ``x0`` ``[B, C, f, h, w]`` at t = 0 and commit its keys/values to the store."""
+        keys: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        t = torch.zeros(x0.shape[0], x0.shape[2], device=self.device)
+        self.model.forward_chunk(x0, t, cross_kv, queries, memory=reader,
+                                 kv_sink=lambda layer, k, v: (keys.append(k), values.append(v)))
+        store.commit(store.num_frames, keys, values)
+
+    @torch.no_grad()
+    def replay(self, store: FrameStore, cross_kv: list[tuple[torch.Tensor, torch.Tensor]], latents: torch.Tensor,
+               latent_hw: tuple[int, int]) -> None:
+        """Refill an empty store from the clean latents ``[B, C, F, h, w]`` of every committed frame.
+
+        Each chunk's clean pass runs again, in order, under the view the policy selects from the store as rebuilt
+        so far: the same inputs and operations as when the frames were made, so the same keys/values, bit for bit.
+        """
+        f = self.policy.chunk_frames
+        if store.num_frames != 0 or latents.shape[2] % f:
+            raise ValueError(f"replay needs an empty store and whole chunks, got {store.num_frames} frames stored "
+                             f"and {latents.shape[2]} latents")
+        for start in range(0, latents.shape[2], f):
+            view = self.policy.select(store, start)
+            reader = store.reader(view, self.model.token_grid(latent_hw), self.model.config.head_dim)
+            chunk = latents[:, :, start:start + f].to(self.device)
+            self.clean_pass(store, cross_kv, chunk, reader, view.query_positions)
