@@ -181,12 +181,16 @@ class VideoPipeline:
             if saved.get(key) != value:
                 raise ValueError(f"the state in {snapshot.directory} is for another job: its {key} is "
                                  f"{saved.get(key)!r}, this run's is {value!r}")
-        if "latents" in snapshot.tensors:  # the store was left out: rebuild it by replaying the clean passes
+        if "latents" in snapshot.tensors:  # store and decoder state were left out: rebuild both from the latents
             sampler = self.sampler(job["memory"])
+            latents = snapshot.tensors["latents"]
             cross_kv = self.model.encode_context(self.encode_text(job["prompts"]).to(sampler.device))
-            sampler.replay(state.store, cross_kv, snapshot.tensors["latents"], self.latent_hw)
+            sampler.replay(state.store, cross_kv, latents, self.latent_hw)
+            for chunk in latents.split(self.model.config.chunk_frames, dim=2):  # the same chunks as generation fed
+                decoder.decode(chunk.to(sampler.device))
+        else:
+            decoder.load_state_dict(snapshot.section("decoder"))
         state.restore(snapshot.section("stream"), snapshot.meta["stream"])
-        decoder.load_state_dict(snapshot.section("decoder"))
         last = snapshot.tensors["last_frames"].numpy()  # [B, T, H, W, 3]: re-encoded, as the file may lack some
         writers = []
         for path, frames_written, video in zip(outputs, snapshot.meta["frames_written"], last, strict=True):
@@ -224,9 +228,10 @@ class Snapshots:
     """Chunks between snapshots; 0 saves only when stopped."""
     extra: dict = field(default_factory=dict)
     store_limit_gb: float = 1.0
-    """A frame store larger than this is not saved; the clean latents are, and resuming replays the clean passes
-    (about a fifth of the DiT work done so far) to rebuild it bit for bit. Wan 1.3B at 832x480 under relax holds
-    17 GB of keys/values against about 0.4 MB of latents per frame."""
+    """A frame store larger than this is not saved, nor the decoder's state: the clean latents are, and resuming
+    replays the clean passes (a fifth of the DiT work done so far) and the decoding to rebuild both bit for bit.
+    Wan 1.3B at 832x480 under relax holds 17 GB of keys/values and a 1.9 GB VAE cache, against 0.4 MB of latents
+    per frame."""
 
     def __post_init__(self) -> None:
         if self.every < 0:
@@ -247,12 +252,13 @@ class Snapshots:
             trace_bytes = trace_file.tell()
         with_store = state.store.nbytes() <= self.store_limit_gb * 1e9
         tensors = {f"stream.{k}": v for k, v in state.tensors(with_store).items()}
-        if not with_store:
+        if with_store:
+            tensors.update({f"decoder.{k}": v for k, v in decoder.state_dict().items()})
+        else:
             tensors["latents"] = torch.cat(list(history), dim=2)  # [B, C, frames committed, h, w]
             if tensors["latents"].shape[2] != state.store.num_frames:
                 raise ValueError(f"{tensors['latents'].shape[2]} clean latents kept for {state.store.num_frames} "
                                  "committed frames: cannot snapshot by replay")
-        tensors.update({f"decoder.{k}": v for k, v in decoder.state_dict().items()})
         tensors["last_frames"] = torch.from_numpy(np.ascontiguousarray(last_frames))
         meta = {"job": job, "chunk_index": state.chunk_index, "stream": state.meta(),
                 "frames_written": [w.frames_written for w in writers], "trace_bytes": trace_bytes, **self.extra}
