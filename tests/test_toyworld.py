@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import cv2
@@ -268,3 +269,27 @@ def test_metrics_accept_upscaled_video_and_captions(clip) -> None:
     assert m["persistence"] == 1 and m["track_error_px"] < 0.05
     with pytest.raises(ValueError, match="uint8 video"):
         world_metrics(video[..., 0], world)
+
+
+def test_training_warm_starts_from_exported_weights_and_exports_again(tmp_path):
+    """One CPU step from the shipped weights: the run starts at those weights, keeps their codec, and exports a
+    loadable model whose sidecar remembers the training it started from."""
+    from safetensors.torch import load_file
+
+    from relaxforcing.bundles import load_toy, toy_weights_dir
+    from relaxforcing.toyworld.train import TrainConfig, export, train
+
+    config = TrainConfig(steps=1, batch=2, warmup=1, ema=0.0)
+    result = train(tmp_path / "run", config, time_budget=600, device="cpu", init_from=toy_weights_dir())
+    assert result == {"step": 1, "done": True}
+    export(tmp_path / "run", tmp_path / "out", config)
+    shipped = load_file(str(toy_weights_dir() / "toy.safetensors"))
+    new = load_file(str(tmp_path / "out" / "toy.safetensors"))
+    assert shipped.keys() == new.keys() and any(not torch.equal(shipped[k], new[k]) for k in shipped)  # it trained
+    codec = load_file(str(tmp_path / "out" / "toy_codec.safetensors"))
+    shipped_codec = load_file(str(toy_weights_dir() / "toy_codec.safetensors"))
+    assert all(torch.equal(v, shipped_codec[k]) for k, v in codec.items())
+    meta = json.loads((tmp_path / "out" / "toy.json").read_text())
+    assert meta["training"]["step"] == 1 and meta["training"]["warm_started_from"]["step"] == 3000
+    assert load_toy(weights_dir=tmp_path / "out").generate(["a red circle on a black background"], [0], 0.75,
+                                                           [tmp_path / "v.mp4"])["video_frames"] == 12

@@ -293,14 +293,18 @@ def train_toy(
     time_budget: Annotated[float, typer.Option(help="Stop (and checkpoint) after this many seconds.")] = 540.0,
     device: Annotated[str, typer.Option(help="Training device.")] = "cuda",
     export_to: Annotated[Path | None, typer.Option("--export", help="Write fp16 EMA weights + sidecar here.")] = None,
+    init_from: Annotated[Path | None, typer.Option(help="Start a new run from exported weights (e.g. the shipped "
+                                                        "ones in relaxforcing/weights), keeping their codec.")] = None,
 ) -> None:
     """Train the embedded toy model on the procedural world (resumable, time-boxed)."""
     from relaxforcing.toyworld.train import TrainConfig, export, train
 
     if steps < 1 or batch < 1 or time_budget <= 0:
         raise ValueError("--steps, --batch and --time-budget must be positive")
+    if init_from is not None and not (init_from / "toy.safetensors").is_file():
+        raise ValueError(f"--init-from {init_from} holds no toy.safetensors (a folder written by --export)")
     config = TrainConfig(steps=steps, batch=batch)
-    result = train(run_dir, config, time_budget, device=device)
+    result = train(run_dir, config, time_budget, device=device, init_from=init_from)
     print(f"step {result['step']} of {steps}" + (" (done)" if result["done"] else " (run again to resume)"))
     if export_to is not None:
         print(f"exported {export(run_dir, export_to, config)}")

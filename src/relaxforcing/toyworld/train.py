@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 from relaxforcing.codecs.toy_ae import ToyAutoencoder
 from relaxforcing.model.config import WanConfig
@@ -105,8 +105,13 @@ def flow_matching_loss(model: CausalWanModel, latents: torch.Tensor, context: to
     return torch.nn.functional.mse_loss(flow.float(), noise - latents)
 
 
-def train(run_dir: Path, config: TrainConfig, time_budget: float, device: str = "cuda") -> dict:
-    """Train (or resume) until ``config.steps`` or ``time_budget`` seconds; checkpoint on exit."""
+def train(run_dir: Path, config: TrainConfig, time_budget: float, device: str = "cuda",
+          init_from: Path | None = None) -> dict:
+    """Train (or resume) until ``config.steps`` or ``time_budget`` seconds; checkpoint on exit.
+
+    ``init_from`` (a folder written by :func:`export`, e.g. the shipped weights) starts a new run from its EMA DiT
+    and keeps its codec, so training goes on in the same latent space; an existing run in ``run_dir`` wins.
+    """
     run_dir.mkdir(parents=True, exist_ok=True)
     dev = torch.device(device)
     torch.manual_seed(config.seed)
@@ -126,6 +131,13 @@ def train(run_dir: Path, config: TrainConfig, time_budget: float, device: str = 
         codec.load_state_dict(state["codec"])
         step = int(state["step"])
         data = ToyData(dev, seed=config.seed * 1_000_003 + step)
+    elif init_from is not None:
+        weights = {k: v.float() for k, v in load_file(str(init_from / "toy.safetensors"), device=str(dev)).items()}
+        model.load_state_dict(weights)
+        ema.load_state_dict(weights)
+        codec.load_state_dict(load_file(str(init_from / "toy_codec.safetensors"), device=str(dev)))
+        prior = json.loads((init_from / "toy.json").read_text()).get("training", {})
+        (run_dir / "init.json").write_text(json.dumps({"init_from": str(init_from), "training": prior}))
     else:
         codec_loss = train_codec(codec, data, config.codec_seconds)
         print(f"codec reconstruction mse {codec_loss:.5f}", flush=True)
@@ -186,5 +198,7 @@ def export(run_dir: Path, weights_dir: Path, config: TrainConfig | None = None) 
         "fps": 16, "frames_per_latent": 4, "latent_hw": [16, 16], "upscale": 4,
         "training": {"step": int(state["step"]), **(asdict(config) if config else {})},
     }
+    if (run_dir / "init.json").is_file():  # warm-started: keep the history of the weights it started from
+        meta["training"]["warm_started_from"] = json.loads((run_dir / "init.json").read_text())["training"]
     (weights_dir / "toy.json").write_text(json.dumps(meta, indent=2))
     return path
