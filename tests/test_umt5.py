@@ -106,9 +106,9 @@ def test_transformers_folder_loads(tmp_path: Path) -> None:
     torch.testing.assert_close(rows[0], reference_rows(model, PROMPTS[:1])[0])
 
 
-def test_encode_prompts_pads_with_zeros_and_caches(tmp_path: Path, monkeypatch) -> None:
-    model = tiny_umt5()
-    wan = write_wan_folder(tmp_path / "wan", model)
+def track_encoder_loads(monkeypatch) -> list[weakref.ref]:
+    """Record a weak reference to the model of every umT5 encoder loaded from now on (to count loads and check
+    that each was freed)."""
     loaded: list[weakref.ref] = []
     real_load = UMT5TextEncoder.load
 
@@ -118,6 +118,13 @@ def test_encode_prompts_pads_with_zeros_and_caches(tmp_path: Path, monkeypatch) 
         return encoder
 
     monkeypatch.setattr(UMT5TextEncoder, "load", tracking_load)
+    return loaded
+
+
+def test_encode_prompts_pads_with_zeros_and_caches(tmp_path: Path, monkeypatch) -> None:
+    model = tiny_umt5()
+    wan = write_wan_folder(tmp_path / "wan", model)
+    loaded = track_encoder_loads(monkeypatch)
     prompts = [*PROMPTS, PROMPTS[0]]
     first = encode_prompts(prompts, wan, tmp_path / "cache", dtype=torch.float32, device="cpu",
                            max_length=MAX_LEN, batch_size=2)

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import gc
 import shutil
-import weakref
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from test_umt5 import track_encoder_loads
 from typer.testing import CliRunner
 from wan_fixtures import (
     TEST_LATENT_HW,
@@ -26,7 +26,6 @@ from relaxforcing import wan_pipeline
 from relaxforcing.checkpoints import load_dit
 from relaxforcing.cli import app
 from relaxforcing.evaluation.video_io import iter_frames, probe_video
-from relaxforcing.text.umt5 import UMT5TextEncoder
 from relaxforcing.wan_pipeline import WanVideoPipeline, load_wan
 
 PROMPTS = ["a cat runs on the beach", "the red car at sunset", "a dog"]
@@ -86,15 +85,7 @@ def test_frame_counts_and_sizes(wan: tuple[Path, Path]) -> None:
 
 def test_prompts_encoded_up_front_with_one_encoder_load(wan: tuple[Path, Path], tmp_path: Path,
                                                         monkeypatch) -> None:
-    loaded: list[weakref.ref] = []
-    real_load = UMT5TextEncoder.load
-
-    def tracking_load(*args, **kwargs) -> UMT5TextEncoder:
-        encoder = real_load(*args, **kwargs)
-        loaded.append(weakref.ref(encoder.model))
-        return encoder
-
-    monkeypatch.setattr(UMT5TextEncoder, "load", tracking_load)
+    loaded = track_encoder_loads(monkeypatch)
     pipe = load_wan(*wan, text_cache=tmp_path / "text")
     pipe.prepare([*PROMPTS, PROMPTS[0]])
     gc.collect()

@@ -157,6 +157,7 @@ def generate(
 ) -> None:
     """Generate videos, streaming each finished chunk into its mp4; Ctrl-C stops cleanly and can be resumed."""
     from relaxforcing.snapshot import STATE_FILE
+    from relaxforcing.video import check_crf
 
     if resume is not None:
         given = [name for name in ctx.params if name not in RESUME_KEEPS
@@ -171,8 +172,7 @@ def generate(
         raise ValueError(f"--snapshot-every must be >= 1, got {snapshot_every}")
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
-    if not 0 <= crf <= 51:
-        raise ValueError(f"--crf must be in 0..51 (0 = lossless), got {crf}")
+    check_crf(crf)
     prompts = read_prompts(prompt, prompts_file)
     seeds = seed or [42]
     if not all(0 <= s < 2**63 for s in seeds):

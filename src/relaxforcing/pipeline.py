@@ -138,7 +138,8 @@ class VideoPipeline:
         first_frame_s = None
         frames_done = 0
         with ExitStack() as stack:
-            history: list[torch.Tensor] = []  # clean latents of every chunk, on the host, when snapshots may be taken
+            keep_latents = snapshots is not None and snapshots.replays(state)
+            history: list[torch.Tensor] = []  # clean latents of every chunk, on the host, for a replay snapshot
             if resume is not None:
                 writers, trace_file = self._restore(resume, job, state, decoder, outputs, trace_path, crf, stack)
                 history = [resume.tensors["latents"]] if "latents" in resume.tensors else []
@@ -148,7 +149,7 @@ class VideoPipeline:
                 trace_file = stack.enter_context(open(trace_path, "w")) if trace_path else None
             trace = (lambda r: trace_file.write(json.dumps(r) + "\n")) if trace_file else None
             for chunk, frames in self.stream(prompts, seeds, num_frames, memory, trace, state, decoder):
-                if snapshots is not None:
+                if keep_latents:
                     history.append(chunk.latents.cpu())
                 for writer, video in zip(writers, frames, strict=True):
                     writer.write(video)
@@ -240,6 +241,10 @@ class Snapshots:
     def due(self, chunks_done: int) -> bool:
         return self.every > 0 and chunks_done % self.every == 0
 
+    def replays(self, state: StreamState) -> bool:
+        """Whether this stream's snapshots hold clean latents (to replay) instead of its frame store."""
+        return state.store.nbytes() > self.store_limit_gb * 1e9
+
     def save(self, job: dict, state: StreamState, decoder: ChunkDecoder, last_frames: np.ndarray,
              writers: Sequence[VideoWriter], trace_file: IO | None, history: Sequence[torch.Tensor]) -> None:
         """Snapshot after a chunk: durable video and trace first, then the state that points into them."""
@@ -250,7 +255,7 @@ class Snapshots:
             trace_file.flush()
             os.fsync(trace_file.fileno())
             trace_bytes = trace_file.tell()
-        with_store = state.store.nbytes() <= self.store_limit_gb * 1e9
+        with_store = not self.replays(state)
         tensors = {f"stream.{k}": v for k, v in state.tensors(with_store).items()}
         if with_store:
             tensors.update({f"decoder.{k}": v for k, v in decoder.state_dict().items()})

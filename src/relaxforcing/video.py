@@ -17,6 +17,12 @@ from av.bitstream import BitStreamFilterContext
 DISK_FULL = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
 
 
+def check_crf(crf: int) -> None:
+    """H.264 quality must be 0 (lossless) .. 51."""
+    if not 0 <= crf <= 51:
+        raise ValueError(f"--crf must be in 0..51 (0 = lossless), got {crf}")
+
+
 def partial_path(path: Path) -> Path:
     """Where the video at ``path`` lives while it is being written: ``NAME.part.mp4``."""
     return path.with_name(path.stem + ".part" + path.suffix)
@@ -39,8 +45,7 @@ class VideoWriter:
         self.partial_path = partial_path(self.path)
         if not self.path.parent.is_dir():
             raise ValueError(f"output folder {self.path.parent} does not exist")
-        if not 0 <= crf <= 51:
-            raise ValueError(f"--crf must be in 0..51 (0 = lossless), got {crf}")
+        check_crf(crf)
         self.fps, self.upscale, self.crf = fps, upscale, crf
         self.frames_written = 0
         """Frames encoded so far (after :meth:`flush`: every frame given to :meth:`write`)."""
