@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
@@ -58,6 +59,9 @@ WORLD_COLUMNS = {
     "FreezeRate": "freeze_rate",
 }
 """World-truth column -> key of ``toyworld.metrics.world_metrics`` (toy-model videos only)."""
+
+SWEEP_SNAPSHOT_EVERY = 10
+"""Chunks between two saves of an unfinished sweep video's state (as ``generate --snapshot-every``)."""
 
 
 # ---- argument parsing ---------------------------------------------------------------------------------------
@@ -220,6 +224,11 @@ class Job:
     def world_record(self) -> Path:
         return self.video.with_name(self.video.name + ".world.json")
 
+    @property
+    def state_dir(self) -> Path:
+        """The unfinished video's saved stream state (removed once the video is whole)."""
+        return self.video.with_name(self.video.stem + ".state")
+
 
 def build_jobs(settings: Sequence[Setting], prompts: Sequence[str], seeds: Sequence[int], out: Path) -> list[Job]:
     """One job per distinct canonical spec x prompt x seed, in row order."""
@@ -254,19 +263,32 @@ def _check_record(job: Job, seconds: float, checkpoint: Path | None) -> None:
                              "use another --out or delete it")
 
 
-def _generate(pipe: VideoPipeline, job: Job, seconds: float, checkpoint: Path | None) -> dict:
-    """Writes the video under a temporary name and renames it when complete, so an existing video is whole."""
+def _generate(pipe: VideoPipeline, job: Job, seconds: float, checkpoint: Path | None,
+              stop: Callable[[], str | None]) -> dict:
+    """Writes the video under a temporary name and renames it when complete, so an existing video is whole.
+
+    The stream's state is saved in ``job.state_dir`` every ``SWEEP_SNAPSHOT_EVERY`` chunks and when ``stop()``
+    answers; a later run continues from it (raises :class:`~relaxforcing.pipeline.Interrupted` when stopped).
+    """
+    from relaxforcing.pipeline import Snapshots
+    from relaxforcing.snapshot import STATE_FILE, clear_snapshot, load_snapshot
+
     job.video.parent.mkdir(parents=True, exist_ok=True)
     partial = job.video.with_name(job.video.stem + ".partial.mp4")
-    stats = pipe.generate([job.prompt], [job.seed], seconds, [partial], memory=job.spec)
+    resume = load_snapshot(job.state_dir) if (job.state_dir / STATE_FILE).is_file() else None
+    stats = pipe.generate([job.prompt], [job.seed], seconds, [partial], memory=job.spec,
+                          snapshots=Snapshots(job.state_dir, every=SWEEP_SNAPSHOT_EVERY), resume=resume,
+                          stop_requested=stop)
     record = {"prompt": job.prompt, "seed": job.seed, "memory": job.spec, "video_seconds": seconds,
               "checkpoint": None if checkpoint is None else str(checkpoint), "model": pipe.name,
               "device": str(next(pipe.model.parameters()).device), "torch_threads": _torch_threads(),
-              "load_average_1m": os.getloadavg()[0], "generation": stats}
+              "load_average_1m": os.getloadavg()[0], "generation": stats,
+              "resumed_at_chunk": None if resume is None else resume.meta["chunk_index"]}
     job.gen_record.write_text(json.dumps(record, indent=1) + "\n")
     if checkpoint is None:  # toy model: the caption fixes the scene, so world-truth metrics can run
         job.world_record.write_text(json.dumps({"caption": job.prompt, "seed": job.seed}) + "\n")
     os.replace(partial, job.video)
+    clear_snapshot(job.state_dir)
     return record
 
 
@@ -301,24 +323,43 @@ def _evaluate(job: Job, weights: dict[str, Path] | None) -> None:
 
 def _run_jobs(mine: Sequence[Job], out: Path, seconds: float, checkpoint: Path | None,
               weights: dict[str, Path] | None, load: Callable[[list[str]], VideoPipeline], tag: str) -> None:
-    """Generates this rank's missing videos and evaluates its videos; ``load(prompts)`` runs only if one is missing."""
+    """Generates this rank's missing videos and evaluates its videos; ``load(prompts)`` runs only if one is missing.
+
+    The first Ctrl-C or SIGTERM ends the run after the current chunk (the video's state is saved) or evaluation,
+    exiting 130 or 143 with a line that says to rerun the same command.
+    """
+    from relaxforcing.interrupts import stop_on_signals
+    from relaxforcing.pipeline import Interrupted
+
     for job in mine:
         if job.video.is_file():
             _check_record(job, seconds, checkpoint)
     todo = [job for job in mine if not job.video.is_file()]
     pipe = load(list(dict.fromkeys(job.prompt for job in todo))) if todo else None
-    for number, job in enumerate(mine, start=1):
-        name = job.video.relative_to(out)
-        if job not in todo:
-            print(f"{tag}[{number}/{len(mine)}] skip {name} (exists)", flush=True)
-        else:
-            stats = _generate(pipe, job, seconds, checkpoint)["generation"]
-            print(f"{tag}[{number}/{len(mine)}] wrote {name} ({stats['video_frames']} frames, {stats['fps']:.2f} fps)",
-                  flush=True)
-        if not _evaluated(job, weights):
-            tick = time.perf_counter()
-            _evaluate(job, weights)
-            print(f"{tag}    evaluated in {time.perf_counter() - tick:.1f} s", flush=True)
+    with stop_on_signals() as stop:
+        for number, job in enumerate(mine, start=1):
+            name = job.video.relative_to(out)
+            if job not in todo:
+                print(f"{tag}[{number}/{len(mine)}] skip {name} (exists)", flush=True)
+            else:
+                try:
+                    record = _generate(pipe, job, seconds, checkpoint, stop)
+                except Interrupted as stopped:
+                    print(f"{tag}error: {stopped} of {name}; its state is in {job.state_dir.relative_to(out)}; "
+                          "run the same command again to continue", file=sys.stderr, flush=True)
+                    sys.exit(stop.exit_code())
+                stats, resumed = record["generation"], record["resumed_at_chunk"]
+                print(f"{tag}[{number}/{len(mine)}] wrote {name} ("
+                      + (f"resumed after chunk {resumed}, " if resumed is not None else "")
+                      + f"{stats['video_frames']} frames, {stats['fps']:.2f} fps)", flush=True)
+            if not _evaluated(job, weights):
+                tick = time.perf_counter()
+                _evaluate(job, weights)
+                print(f"{tag}    evaluated in {time.perf_counter() - tick:.1f} s", flush=True)
+            if stop() and number < len(mine):
+                print(f"{tag}error: interrupted ({stop()}) after {number} of {len(mine)} videos; the finished ones "
+                      "are kept; run the same command again to continue", file=sys.stderr, flush=True)
+                sys.exit(stop.exit_code())
 
 
 # ---- comparison table ---------------------------------------------------------------------------------------
@@ -569,7 +610,8 @@ def sweep_command(
 ) -> None:
     """Generate prompts x seeds under several memory policies or sizes, evaluate, and compare (Table 1, Fig. 2).
 
-    Existing videos are reused, so a killed sweep resumes. Under torchrun each rank takes its share of the
+    Existing videos are reused and an unfinished one continues from its saved state, so a killed sweep resumes;
+    Ctrl-C or SIGTERM stops after the current chunk, saving that state. Under torchrun each rank takes its share of the
     videos and, once all ranks are done, rank 0 writes comparison.md, comparison.json and memory_size.png.
     """
     from relaxforcing.cli import read_prompts
