@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import save_file
+from wan_fixtures import TINY, diffusers_config_json, random_model, wan_config_json
 
 from relaxforcing.checkpoints import (
     CheckpointError,
@@ -23,19 +24,9 @@ from relaxforcing.checkpoints import (
 from relaxforcing.model.config import WanConfig
 from relaxforcing.model.wan import CausalWanModel
 
-TINY = WanConfig.from_name("tiny")
 LORA_TARGETS = ("self_attn.q", "self_attn.k", "self_attn.v", "self_attn.o",
                 "cross_attn.q", "cross_attn.k", "cross_attn.v", "cross_attn.o", "ffn.0", "ffn.2")
 """Every Linear inside a block, as LongLive's `configure_lora_for_model` targets them."""
-
-
-def random_model(cfg: WanConfig = TINY, seed: int = 0) -> CausalWanModel:
-    torch.manual_seed(seed)
-    model = CausalWanModel(cfg).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.1 * torch.randn_like(p))
-    return model
 
 
 def inputs(cfg: WanConfig = TINY) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -50,21 +41,6 @@ def inputs(cfg: WanConfig = TINY) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
 def assert_same_output(a: torch.nn.Module, b: torch.nn.Module) -> None:
     x, t, context = inputs()
     assert torch.equal(a(x, t, context), b(x, t, context))
-
-
-def wan_config_json(cfg: WanConfig) -> dict:
-    """Wan's own ``config.json`` layout (as in Wan2.1-T2V-1.3B), plus the fields tiny models change."""
-    return {"_class_name": "WanModel", "model_type": "t2v", **cfg.to_dict()}
-
-
-def diffusers_config_json(cfg: WanConfig) -> dict:
-    """A diffusers ``transformer/config.json`` for the same model."""
-    return {
-        "_class_name": "WanTransformer3DModel", "patch_size": list(cfg.patch_size),
-        "num_attention_heads": cfg.num_heads, "attention_head_dim": cfg.head_dim, "in_channels": cfg.in_dim,
-        "out_channels": cfg.out_dim, "text_dim": cfg.text_dim, "freq_dim": cfg.freq_dim, "ffn_dim": cfg.ffn_dim,
-        "num_layers": cfg.num_layers, "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": cfg.eps,
-    }
 
 
 # ---- formats --------------------------------------------------------------------------------------------------

@@ -4,72 +4,18 @@ rows past the prompt zeroed; the on-disk prompt cache is hit on the second call 
 from __future__ import annotations
 
 import gc
-import re
-import weakref
 from pathlib import Path
 
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
-from transformers import T5TokenizerFast, UMT5Config, UMT5EncoderModel
+from transformers import UMT5EncoderModel
+from wan_fixtures import MAX_LEN, WORDS, tiny_tokenizer, tiny_umt5, track_encoder_loads, wan_state, write_wan_folder
 
 from relaxforcing.checkpoints import CheckpointError
 from relaxforcing.text import umt5
 from relaxforcing.text.umt5 import WAN_T5_FILE, UMT5TextEncoder, clean_prompt, encode_prompts
 
-WORDS = ("a", "cat", "dog", "runs", "on", "the", "beach", "red", "car", "at", "sunset", "slowly")
-MAX_LEN = 12
 PROMPTS = ["a cat runs on the beach", "the red car at sunset", "a dog"]
-
-
-def tiny_tokenizer() -> T5TokenizerFast:
-    """A word-level Unigram tokenizer with T5's special tokens (pad 0, eos 1, unk 2) and EOS appended."""
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"▁{w}", -1.0 - i) for i, w in enumerate(WORDS)]
-    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.decoder = decoders.Metaspace()
-    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
-    return T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
-                           extra_ids=0)
-
-
-def tiny_umt5(seed: int = 0) -> UMT5EncoderModel:
-    torch.manual_seed(seed)
-    config = UMT5Config(vocab_size=32, d_model=16, d_kv=4, d_ff=24, num_layers=2, num_heads=4,
-                        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", dropout_rate=0.0)
-    return UMT5EncoderModel(config).eval()
-
-
-_WAN_NAMES = [  # transformers UMT5 name -> Wan T5Encoder name (wan/modules/t5.py layout)
-    (r"shared\.weight", "token_embedding.weight"),
-    (r"encoder\.final_layer_norm\.weight", "norm.weight"),
-    (r"encoder\.block\.(\d+)\.layer\.0\.layer_norm\.", r"blocks.\1.norm1."),
-    (r"encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.relative_attention_bias\.",
-     r"blocks.\1.pos_embedding.embedding."),
-    (r"encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.", r"blocks.\1.attn."),
-    (r"encoder\.block\.(\d+)\.layer\.1\.layer_norm\.", r"blocks.\1.norm2."),
-    (r"encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wi_0\.", r"blocks.\1.ffn.gate.0."),
-    (r"encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wi_1\.", r"blocks.\1.ffn.fc1."),
-    (r"encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wo\.", r"blocks.\1.ffn.fc2."),
-]
-
-
-def wan_state(model: UMT5EncoderModel) -> dict[str, torch.Tensor]:
-    out = {}
-    for key, value in model.state_dict().items():
-        if key == "encoder.embed_tokens.weight":  # tied to shared.weight; Wan stores it once
-            continue
-        name = next(re.sub(p, r, key) for p, r in _WAN_NAMES if re.match(p, key))
-        out[name] = value.clone()
-    return out
-
-
-def write_wan_folder(root: Path, model: UMT5EncoderModel) -> Path:
-    """A Wan model folder: the encoder .pth and the tokenizer in google/umt5-xxl/."""
-    root.mkdir(parents=True, exist_ok=True)
-    torch.save(wan_state(model), root / WAN_T5_FILE)
-    tiny_tokenizer().save_pretrained(root / "google" / "umt5-xxl")
-    return root
 
 
 @torch.no_grad()
@@ -104,21 +50,6 @@ def test_transformers_folder_loads(tmp_path: Path) -> None:
     tiny_tokenizer().save_pretrained(tmp_path / "enc")
     rows = UMT5TextEncoder.load(tmp_path / "enc", dtype=torch.float32, max_length=MAX_LEN).encode(PROMPTS[:1])
     torch.testing.assert_close(rows[0], reference_rows(model, PROMPTS[:1])[0])
-
-
-def track_encoder_loads(monkeypatch) -> list[weakref.ref]:
-    """Record a weak reference to the model of every umT5 encoder loaded from now on (to count loads and check
-    that each was freed)."""
-    loaded: list[weakref.ref] = []
-    real_load = UMT5TextEncoder.load
-
-    def tracking_load(*args, **kwargs) -> UMT5TextEncoder:
-        encoder = real_load(*args, **kwargs)
-        loaded.append(weakref.ref(encoder.model))
-        return encoder
-
-    monkeypatch.setattr(UMT5TextEncoder, "load", tracking_load)
-    return loaded
 
 
 def test_encode_prompts_pads_with_zeros_and_caches(tmp_path: Path, monkeypatch) -> None:

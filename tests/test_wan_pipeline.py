@@ -10,13 +10,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_umt5 import track_encoder_loads
 from typer.testing import CliRunner
 from wan_fixtures import (
     TEST_LATENT_HW,
     TEST_SIZE,
     TINY_WAN,
     tiny_dit,
+    track_encoder_loads,
     write_diffusers_dir,
     write_self_forcing_pt,
     write_wan_dir,

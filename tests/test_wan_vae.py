@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import inspect
-import re
 from pathlib import Path
 
 import pytest
 import torch
 from diffusers import AutoencoderKLWan
+from wan_fixtures import TINY_VAE, original_name
 
 from relaxforcing.checkpoints import CheckpointError
 from relaxforcing.codecs.wan_vae import (
@@ -20,31 +20,6 @@ from relaxforcing.codecs.wan_vae import (
     to_uint8_frames,
 )
 from relaxforcing.snapshot import load_snapshot, save_snapshot
-
-TINY_VAE = {"base_dim": 8, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2}
-"""Same layout as Wan2.1 (4 levels, 2 residual blocks, so the same flat indices), 12x narrower."""
-
-_RESIDUAL = {"norm1": "residual.0", "conv1": "residual.2", "norm2": "residual.3", "conv2": "residual.6",
-             "conv_shortcut": "shortcut"}
-
-
-def original_name(key: str, num_res_blocks: int = 2) -> str:
-    """diffusers -> ``Wan2.1_VAE.pth`` name, written from Wan's `vae.py` layout (flat nn.Sequential stacks)."""
-    key = re.sub(r"(resnets\.\d+|down_blocks\.\d+)\.(norm1|conv1|norm2|conv2|conv_shortcut)\.",
-                 lambda m: f"{m[1]}.{_RESIDUAL[m[2]]}.", key)
-    key = re.sub(r"^quant_conv\.", "conv1.", key)
-    key = re.sub(r"^post_quant_conv\.", "conv2.", key)
-    key = re.sub(r"^(encoder|decoder)\.conv_in\.", r"\1.conv1.", key)
-    key = re.sub(r"\.norm_out\.", ".head.0.", key)
-    key = re.sub(r"\.conv_out\.", ".head.2.", key)
-    key = re.sub(r"\.mid_block\.attentions\.0\.", ".middle.1.", key)
-    key = re.sub(r"\.mid_block\.resnets\.(\d)\.", lambda m: f".middle.{2 * int(m[1])}.", key)
-    key = re.sub(r"^encoder\.down_blocks\.", "encoder.downsamples.", key)
-    stride = num_res_blocks + 2  # per decoder level: n + 1 residual blocks and one upsampler
-    key = re.sub(r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.",
-                 lambda m: f"decoder.upsamples.{int(m[1]) * stride + int(m[2])}.", key)
-    return re.sub(r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
-                  lambda m: f"decoder.upsamples.{int(m[1]) * stride + num_res_blocks + 1}.", key)
 
 
 @pytest.fixture(scope="module")

@@ -1,20 +1,157 @@
-"""Tiny Wan2.1 folders laid out as the public downloads (original and diffusers) and a tiny Self-Forcing ``.pt``."""
+"""Tiny files laid out as the public downloads: the DiT (Wan and diffusers configs, a Self-Forcing ``.pt``), umT5
+(Wan ``.pth`` names and tokenizer), the Wan2.1 VAE (original names), and whole Wan folders built from them."""
 
 from __future__ import annotations
 
 import json
+import re
+import weakref
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
 from safetensors.torch import save_file
-from test_checkpoints import diffusers_config_json, random_model, wan_config_json
-from test_umt5 import tiny_tokenizer, tiny_umt5, write_wan_folder
-from test_wan_vae import TINY_VAE, original_name
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import T5TokenizerFast, UMT5Config, UMT5EncoderModel
 
 from relaxforcing.checkpoints import to_diffusers
 from relaxforcing.model.config import WanConfig
 from relaxforcing.model.wan import CausalWanModel
+from relaxforcing.text.umt5 import WAN_T5_FILE, UMT5TextEncoder
+
+# ---- the DiT -----------------------------------------------------------------------------------------------------
+
+
+TINY = WanConfig.from_name("tiny")
+
+
+def random_model(cfg: WanConfig = TINY, seed: int = 0) -> CausalWanModel:
+    torch.manual_seed(seed)
+    model = CausalWanModel(cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def wan_config_json(cfg: WanConfig) -> dict:
+    """Wan's own ``config.json`` layout (as in Wan2.1-T2V-1.3B), plus the fields tiny models change."""
+    return {"_class_name": "WanModel", "model_type": "t2v", **cfg.to_dict()}
+
+
+def diffusers_config_json(cfg: WanConfig) -> dict:
+    """A diffusers ``transformer/config.json`` for the same model."""
+    return {
+        "_class_name": "WanTransformer3DModel", "patch_size": list(cfg.patch_size),
+        "num_attention_heads": cfg.num_heads, "attention_head_dim": cfg.head_dim, "in_channels": cfg.in_dim,
+        "out_channels": cfg.out_dim, "text_dim": cfg.text_dim, "freq_dim": cfg.freq_dim, "ffn_dim": cfg.ffn_dim,
+        "num_layers": cfg.num_layers, "cross_attn_norm": True, "qk_norm": "rms_norm_across_heads", "eps": cfg.eps,
+    }
+
+
+# ---- umT5 --------------------------------------------------------------------------------------------------------
+
+
+WORDS = ("a", "cat", "dog", "runs", "on", "the", "beach", "red", "car", "at", "sunset", "slowly")
+MAX_LEN = 12
+
+
+def tiny_tokenizer() -> T5TokenizerFast:
+    """A word-level Unigram tokenizer with T5's special tokens (pad 0, eos 1, unk 2) and EOS appended."""
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)] + [(f"▁{w}", -1.0 - i) for i, w in enumerate(WORDS)]
+    tok = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tok.pre_tokenizer = pre_tokenizers.Metaspace()
+    tok.decoder = decoders.Metaspace()
+    tok.post_processor = processors.TemplateProcessing(single="$A </s>", special_tokens=[("</s>", 1)])
+    return T5TokenizerFast(tokenizer_object=tok, pad_token="<pad>", eos_token="</s>", unk_token="<unk>",
+                           extra_ids=0)
+
+
+def tiny_umt5(seed: int = 0) -> UMT5EncoderModel:
+    torch.manual_seed(seed)
+    config = UMT5Config(vocab_size=32, d_model=16, d_kv=4, d_ff=24, num_layers=2, num_heads=4,
+                        relative_attention_num_buckets=8, feed_forward_proj="gated-gelu", dropout_rate=0.0)
+    return UMT5EncoderModel(config).eval()
+
+
+_WAN_NAMES = [  # transformers UMT5 name -> Wan T5Encoder name (wan/modules/t5.py layout)
+    (r"shared\.weight", "token_embedding.weight"),
+    (r"encoder\.final_layer_norm\.weight", "norm.weight"),
+    (r"encoder\.block\.(\d+)\.layer\.0\.layer_norm\.", r"blocks.\1.norm1."),
+    (r"encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.relative_attention_bias\.",
+     r"blocks.\1.pos_embedding.embedding."),
+    (r"encoder\.block\.(\d+)\.layer\.0\.SelfAttention\.", r"blocks.\1.attn."),
+    (r"encoder\.block\.(\d+)\.layer\.1\.layer_norm\.", r"blocks.\1.norm2."),
+    (r"encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wi_0\.", r"blocks.\1.ffn.gate.0."),
+    (r"encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wi_1\.", r"blocks.\1.ffn.fc1."),
+    (r"encoder\.block\.(\d+)\.layer\.1\.DenseReluDense\.wo\.", r"blocks.\1.ffn.fc2."),
+]
+
+
+def wan_state(model: UMT5EncoderModel) -> dict[str, torch.Tensor]:
+    out = {}
+    for key, value in model.state_dict().items():
+        if key == "encoder.embed_tokens.weight":  # tied to shared.weight; Wan stores it once
+            continue
+        name = next(re.sub(p, r, key) for p, r in _WAN_NAMES if re.match(p, key))
+        out[name] = value.clone()
+    return out
+
+
+def write_wan_folder(root: Path, model: UMT5EncoderModel) -> Path:
+    """A Wan model folder: the encoder .pth and the tokenizer in google/umt5-xxl/."""
+    root.mkdir(parents=True, exist_ok=True)
+    torch.save(wan_state(model), root / WAN_T5_FILE)
+    tiny_tokenizer().save_pretrained(root / "google" / "umt5-xxl")
+    return root
+
+
+def track_encoder_loads(monkeypatch) -> list[weakref.ref]:
+    """Record a weak reference to the model of every umT5 encoder loaded from now on (to count loads and check
+    that each was freed)."""
+    loaded: list[weakref.ref] = []
+    real_load = UMT5TextEncoder.load
+
+    def tracking_load(*args, **kwargs) -> UMT5TextEncoder:
+        encoder = real_load(*args, **kwargs)
+        loaded.append(weakref.ref(encoder.model))
+        return encoder
+
+    monkeypatch.setattr(UMT5TextEncoder, "load", tracking_load)
+    return loaded
+
+
+# ---- the VAE -----------------------------------------------------------------------------------------------------
+
+
+TINY_VAE = {"base_dim": 8, "z_dim": 16, "dim_mult": [1, 2, 4, 4], "num_res_blocks": 2}
+"""Same layout as Wan2.1 (4 levels, 2 residual blocks, so the same flat indices), 12x narrower."""
+
+_RESIDUAL = {"norm1": "residual.0", "conv1": "residual.2", "norm2": "residual.3", "conv2": "residual.6",
+             "conv_shortcut": "shortcut"}
+
+
+def original_name(key: str, num_res_blocks: int = 2) -> str:
+    """diffusers -> ``Wan2.1_VAE.pth`` name, written from Wan's `vae.py` layout (flat nn.Sequential stacks)."""
+    key = re.sub(r"(resnets\.\d+|down_blocks\.\d+)\.(norm1|conv1|norm2|conv2|conv_shortcut)\.",
+                 lambda m: f"{m[1]}.{_RESIDUAL[m[2]]}.", key)
+    key = re.sub(r"^quant_conv\.", "conv1.", key)
+    key = re.sub(r"^post_quant_conv\.", "conv2.", key)
+    key = re.sub(r"^(encoder|decoder)\.conv_in\.", r"\1.conv1.", key)
+    key = re.sub(r"\.norm_out\.", ".head.0.", key)
+    key = re.sub(r"\.conv_out\.", ".head.2.", key)
+    key = re.sub(r"\.mid_block\.attentions\.0\.", ".middle.1.", key)
+    key = re.sub(r"\.mid_block\.resnets\.(\d)\.", lambda m: f".middle.{2 * int(m[1])}.", key)
+    key = re.sub(r"^encoder\.down_blocks\.", "encoder.downsamples.", key)
+    stride = num_res_blocks + 2  # per decoder level: n + 1 residual blocks and one upsampler
+    key = re.sub(r"^decoder\.up_blocks\.(\d+)\.resnets\.(\d+)\.",
+                 lambda m: f"decoder.upsamples.{int(m[1]) * stride + int(m[2])}.", key)
+    return re.sub(r"^decoder\.up_blocks\.(\d+)\.upsamplers\.0\.",
+                  lambda m: f"decoder.upsamples.{int(m[1]) * stride + num_res_blocks + 1}.", key)
+
+
+# ---- whole folders -----------------------------------------------------------------------------------------------
+
 
 TINY_WAN = WanConfig(dim=32, ffn_dim=64, freq_dim=16, num_heads=2, num_layers=2, in_dim=16, out_dim=16,
                      text_dim=16)
