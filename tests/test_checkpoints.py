@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import pickle
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -299,3 +300,19 @@ def test_non_finite_weights_are_named(tmp_path: Path) -> None:
     save_file(state, tmp_path / "m.safetensors")
     with pytest.raises(CheckpointError, match=r"NaN or Inf values in 2 tensors: blocks\.1\.ffn\.0\.weight, head"):
         load_dit(tmp_path / "m.safetensors", TINY)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"num_heads": 0}, "num_heads=0 must be a whole number >= 1"),
+    ({"dim": "1536"}, "dim='1536' must be a whole number >= 1"),
+    ({"num_layers": -2}, "num_layers=-2 must be a whole number >= 1"),
+    ({"patch_size": [1, 2]}, "patch_size=(1, 2) must be three whole numbers"),
+    ({"eps": "tiny"}, "eps='tiny' must be a number in (0, 1)"),
+    ({"dim": 30, "num_heads": 4}, "dim=30 is not divisible by num_heads=4"),
+])
+def test_bad_config_json_values_are_named(tmp_path: Path, change: dict, message: str) -> None:
+    save_file(random_model().state_dict(), tmp_path / "diffusion_pytorch_model.safetensors")
+    (tmp_path / "config.json").write_text(json.dumps({**wan_config_json(TINY), **change}))
+    with pytest.raises(CheckpointError, match=re.escape(message)) as error:
+        load_dit(tmp_path)
+    assert "config.json: not a usable Wan DiT config" in str(error.value)

@@ -35,6 +35,16 @@ class WanConfig:
     """Latent frames denoised together (block-causal chunk)."""
 
     def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "eps":
+                if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 1:
+                    raise ValueError(f"eps={value!r} must be a number in (0, 1)")
+            elif f.name == "patch_size":
+                if not isinstance(value, tuple | list) or len(value) != 3 or not all(_is_count(p) for p in value):
+                    raise ValueError(f"patch_size={value!r} must be three whole numbers >= 1 (frames, height, width)")
+            elif not _is_count(value):
+                raise ValueError(f"{f.name}={value!r} must be a whole number >= 1")
         if self.dim % self.num_heads:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.head_dim % 2 or self.head_dim < 6:
@@ -61,6 +71,10 @@ class WanConfig:
         if name not in PRESETS:
             raise ValueError(f"unknown model preset {name!r}; choose one of {', '.join(sorted(PRESETS))}")
         return PRESETS[name]
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 PRESETS: dict[str, WanConfig] = {
