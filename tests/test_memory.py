@@ -148,7 +148,10 @@ def test_longlive_window(tiny_model, tiny_context):
     [("nope", "unknown memory policy 'nope'"), ("relax:foo=1", "unknown parameter 'foo'"),
      ("relax:sink=two", "sink='two' is not a valid int"), ("relax:reservoir=5", "cannot fit"),
      ("relax:hist=5", "cannot exceed candidates"), ("relax:sink", "expected key=value"),
-     ("dense:window=0", "must be >= 1"), ("relax:contiguous_rope=maybe", "not a valid bool")],
+     ("dense:window=0", "must be >= 1"), ("relax:contiguous_rope=maybe", "not a valid bool"),
+     ("relax:lambda=nan", "lambda='nan' is not a valid finite float"), ("relax:lambda=-inf", "not a valid finite"),
+     ("relax:sink=1,sink=2", "'sink' is given twice"),
+     ("relax:lambda=1,lambda_redundancy=2", "'lambda_redundancy' sets 'lambda_redundancy', which is already given")],
 )
 def test_bad_policy_specs_raise_one_line_errors(spec, message):
     with pytest.raises(ValueError, match=message) as info:

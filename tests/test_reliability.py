@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import resource
 import signal
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -79,6 +80,16 @@ def files(tmp_path: Path) -> Path:
 ])
 def test_bad_input_gets_one_line_error(files: Path, args: list[str], message: str) -> None:
     assert_one_line_error(run_cli(*args, cwd=files), message)
+
+
+def test_serve_on_a_taken_port_fails_before_loading(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli("serve", "--port", str(port), cwd=tmp_path)
+    assert_one_line_error(result, f"cannot listen on 127.0.0.1:{port}: Address already in use")
+    assert "viewer" not in result.stdout  # it stopped before loading the model and announcing itself
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")

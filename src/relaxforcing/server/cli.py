@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Annotated
 
@@ -9,6 +10,26 @@ import typer
 
 WS_MAX_BYTES = 1 << 16
 """Largest message the page may send (prompts are at most 2,000 characters)."""
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port`` and listening (bound before the model loads, so a bad address fails fast)."""
+    if not 1 <= port <= 65535:
+        raise ValueError(f"--port={port} must be in 1..65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise ValueError(f"--host {host!r} is not an address of this machine ({error})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind(address)
+        sock.listen(128)
+    except OSError as error:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {error.strerror or error}") from None
+    return sock
 
 
 def register(app: typer.Typer) -> None:
@@ -37,8 +58,7 @@ def register(app: typer.Typer) -> None:
                               f"{error}") from None
         from relaxforcing.bundles import load_pipeline
 
-        if not 1 <= port <= 65535:
-            raise ValueError(f"--port={port} must be in 1..65535")
+        listener = listen(host, port)
         pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device)
         hosts = allowed_hosts_for(host)
         web = create_app(pipe, allowed_hosts=hosts, max_seconds=max_seconds, max_jobs=max_jobs)
@@ -46,4 +66,6 @@ def register(app: typer.Typer) -> None:
         print(f"relaxforcing viewer ({pipe.name} model) on http://{shown}:{port}/  (Ctrl+C to stop)")
         if hosts is None:
             print(f"warning: listening on {host} accepts any Host header; anyone on the network can generate")
-        uvicorn.run(web, host=host, port=port, log_level="warning", ws_max_size=WS_MAX_BYTES)
+        config = uvicorn.Config(web, log_level="warning", ws_max_size=WS_MAX_BYTES)
+        with listener:
+            uvicorn.Server(config).run(sockets=[listener])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import fields
 
 from relaxforcing.memory.policies.base import MemoryPolicy
@@ -25,9 +26,13 @@ def _convert(policy: str, key: str, raw: str, kind: type) -> object:
             if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
                 raise ValueError
             return raw.lower() in ("true", "1", "yes")
-        return kind(raw)
+        value = kind(raw)
+        if kind is float and not math.isfinite(value):
+            raise ValueError
+        return value
     except ValueError:
-        raise ValueError(f"{policy}: {key}={raw!r} is not a valid {kind.__name__}") from None
+        finite = " finite" if kind is float else ""
+        raise ValueError(f"{policy}: {key}={raw!r} is not a valid{finite} {kind.__name__}") from None
 
 
 def parse_memory_spec(spec: str) -> tuple[str, dict[str, str]]:
@@ -38,11 +43,13 @@ def parse_memory_spec(spec: str) -> tuple[str, dict[str, str]]:
         key, eq, value = item.partition("=")
         if not eq or not key.strip() or not value.strip():
             raise ValueError(f"memory spec {spec!r}: expected key=value, got {item!r}")
+        if key.strip() in overrides:
+            raise ValueError(f"memory spec {spec!r}: {key.strip()!r} is given twice")
         overrides[key.strip()] = value.strip()
     return name.strip(), overrides
 
 
-def build_policy(spec: str, chunk_frames: int = 3, **extra: object) -> MemoryPolicy:
+def build_policy(spec: str, chunk_frames: int = 3) -> MemoryPolicy:
     """Build a policy from ``name[:key=value,...]``; unknown names or parameters raise ValueError."""
     name, overrides = parse_memory_spec(spec)
     if name not in POLICIES:
@@ -50,11 +57,13 @@ def build_policy(spec: str, chunk_frames: int = 3, **extra: object) -> MemoryPol
     cls = POLICIES[name]
     types = {f.name: f.type for f in fields(cls) if f.name != "chunk_frames"}
     kinds = {"int": int, "float": float, "bool": bool}
-    kwargs: dict[str, object] = dict(extra)
+    kwargs: dict[str, object] = {}
     for key, raw in overrides.items():
         field = cls.aliases.get(key, key)
         if field not in types:
             known = ", ".join([*types, *cls.aliases])
             raise ValueError(f"{name}: unknown parameter {key!r}; known parameters: {known}")
+        if field in kwargs:
+            raise ValueError(f"{name}: {key!r} sets {field!r}, which is already given")
         kwargs[field] = _convert(name, key, raw, kinds[str(types[field])])
     return cls(chunk_frames=chunk_frames, **kwargs)
