@@ -77,6 +77,11 @@ def files(tmp_path: Path) -> Path:
     (["bench", "--model", "wan9"], "unknown model preset 'wan9'"),
     (["serve", "--port", "99999"], "--port=99999 must be in 1..65535"),
     (["train-toy", "--steps", "0"], "must be positive"),
+    (["train-toy", "--export", "a_file"], "--export a_file is a file, not a folder"),
+    (["bench", "--policies", " , "], "--policies names no memory policy"),
+    (["bench", "--policies", "relax,bogus"], "unknown memory policy 'bogus'"),
+    (["bench", "--long-seconds", "0"], "--long-seconds must be a positive number"),
+    (["generate", PROMPT, "--memory", "relax:lambda=nan"], "lambda='nan' is not a valid finite float"),
 ])
 def test_bad_input_gets_one_line_error(files: Path, args: list[str], message: str) -> None:
     assert_one_line_error(run_cli(*args, cwd=files), message)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import sys
@@ -299,8 +300,11 @@ def train_toy(
     """Train the embedded toy model on the procedural world (resumable, time-boxed)."""
     from relaxforcing.toyworld.train import TrainConfig, export, train
 
-    if steps < 1 or batch < 1 or time_budget <= 0:
+    if steps < 1 or batch < 1 or not time_budget > 0:
         raise ValueError("--steps, --batch and --time-budget must be positive")
+    for flag, folder in (("--run-dir", run_dir), ("--export", export_to)):
+        if folder is not None and folder.exists() and not folder.is_dir():
+            raise ValueError(f"{flag} {folder} is a file, not a folder")
     if init_from is not None and not (init_from / "toy.safetensors").is_file():
         raise ValueError(f"--init-from {init_from} holds no toy.safetensors (a folder written by --export)")
     config = TrainConfig(steps=steps, batch=batch)
@@ -324,8 +328,20 @@ def bench(
     """Time self-attention, DiT, decode and end-to-end generation per memory policy, side by side."""
     from relaxforcing.bench.run import markdown, run_bench
     from relaxforcing.bundles import load_pipeline, random_pipeline
+    from relaxforcing.memory import build_policy
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
+    if not names:
+        raise ValueError("--policies names no memory policy")
+    for name in names:
+        build_policy(name)
+    for flag, value in (("--seconds", seconds), ("--long-seconds", long_seconds)):
+        if value is not None and not (value > 0 and math.isfinite(value)):
+            raise ValueError(f"{flag} must be a positive number, got {value}")
+    if json_out is not None:
+        check_writable(json_out.parent)
+        if json_out.is_dir():
+            raise ValueError(f"--json {json_out} is a folder, not a file")
     pipe = load_pipeline(device=device) if model == "toy" else random_pipeline(model, device=device)
     report = run_bench(pipe, names, seconds, long_seconds, json_out)
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")
