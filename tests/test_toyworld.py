@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import json
 import math
+import signal
+import subprocess
+import sys
+import time
 
 import cv2
 import numpy as np
@@ -294,3 +298,38 @@ def test_training_warm_starts_from_exported_weights_and_exports_again(tmp_path):
     assert meta["training"]["step"] == 1 and meta["training"]["warm_started_from"] == shipped_training
     assert load_toy(weights_dir=tmp_path / "out").generate(["a red circle on a black background"], [0], 0.75,
                                                            [tmp_path / "v.mp4"])["video_frames"] == 12
+
+
+def test_stopped_training_saves_its_step_and_resumes_there(tmp_path):
+    """A stop request (Ctrl-C/SIGTERM) ends training after the current step with a checkpoint to resume from."""
+    from relaxforcing.bundles import toy_weights_dir
+    from relaxforcing.toyworld.train import TrainConfig, train
+
+    config = TrainConfig(steps=2, batch=2, warmup=1)
+    polls = iter([None, "SIGTERM"])  # polled before each step: the first step runs, the second is not begun
+    stopped = train(tmp_path / "run", config, time_budget=600, device="cpu", init_from=toy_weights_dir(),
+                    stop_requested=lambda: next(polls))
+    assert stopped == {"step": 1, "done": False}
+    saved = torch.load(tmp_path / "run" / "state.pt", weights_only=True)
+    assert saved["step"] == 1 and not (tmp_path / "run" / "state.tmp").exists()
+    assert train(tmp_path / "run", config, time_budget=600, device="cpu") == {"step": 2, "done": True}
+
+
+def test_sigterm_stops_train_toy_with_a_checkpoint_and_the_resume_hint(tmp_path):
+    from relaxforcing.bundles import toy_weights_dir
+
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "relaxforcing", "train-toy", "--device", "cpu", "--batch", "2", "--steps", "500",
+               "--run-dir", str(run), "--init-from", str(toy_weights_dir())]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not (run / "init.json").exists():  # written once the weights are in, just before the first step
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()[1]
+        time.sleep(0.05)
+    time.sleep(1.0)
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 143, stderr
+    step = torch.load(run / "state.pt", weights_only=True)["step"]
+    assert 0 <= step < 500  # a slow machine may not have finished the first step
+    assert f"error: interrupted (SIGTERM) at step {step} of 500; the checkpoint is saved in {run}" in stderr

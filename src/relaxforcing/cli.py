@@ -307,8 +307,15 @@ def train_toy(
             raise ValueError(f"{flag} {folder} is a file, not a folder")
     if init_from is not None and not (init_from / "toy.safetensors").is_file():
         raise ValueError(f"--init-from {init_from} holds no toy.safetensors (a folder written by --export)")
+    from relaxforcing.interrupts import stop_on_signals
+
     config = TrainConfig(steps=steps, batch=batch)
-    result = train(run_dir, config, time_budget, device=device, init_from=init_from)
+    with stop_on_signals("training step") as stop:
+        result = train(run_dir, config, time_budget, device=device, init_from=init_from, stop_requested=stop)
+    if stop():
+        print(f"error: interrupted ({stop()}) at step {result['step']} of {steps}; the checkpoint is saved in "
+              f"{run_dir}; run the same command again to resume", file=sys.stderr)
+        sys.exit(stop.exit_code())
     print(f"step {result['step']} of {steps}" + (" (done)" if result["done"] else " (run again to resume)"))
     if export_to is not None:
         print(f"exported {export(run_dir, export_to, config)}")

@@ -14,8 +14,9 @@ HANDLED = (signal.SIGINT, signal.SIGTERM)
 class StopRequest:
     """Callable polled between chunks: the name of the signal that asked to stop, or None."""
 
-    def __init__(self) -> None:
+    def __init__(self, unit: str = "chunk") -> None:
         self.signal: str | None = None
+        self.unit = unit
 
     def __call__(self) -> str | None:
         return self.signal
@@ -28,15 +29,15 @@ class StopRequest:
         if self.signal is not None:
             raise KeyboardInterrupt  # the second request: stop now (open videos still close as playable)
         self.signal = signal.Signals(signum).name
-        print(f"\n{self.signal}: finishing the current chunk, then saving the state (send it again to stop at once)",
-              file=sys.stderr, flush=True)
+        print(f"\n{self.signal}: finishing the current {self.unit}, then saving the state (send it again to stop "
+              "at once)", file=sys.stderr, flush=True)
 
 
 @contextmanager
-def stop_on_signals() -> Iterator[StopRequest]:
+def stop_on_signals(unit: str = "chunk") -> Iterator[StopRequest]:
     """Route SIGINT and SIGTERM to a :class:`StopRequest` for the duration (main thread only; elsewhere the
-    request never fires and signals keep their default behaviour)."""
-    request = StopRequest()
+    request never fires and signals keep their default behaviour). ``unit`` names the work finished first."""
+    request = StopRequest(unit)
     if threading.current_thread() is not threading.main_thread():
         yield request
         return

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -106,8 +108,9 @@ def flow_matching_loss(model: CausalWanModel, latents: torch.Tensor, context: to
 
 
 def train(run_dir: Path, config: TrainConfig, time_budget: float, device: str = "cuda",
-          init_from: Path | None = None) -> dict:
-    """Train (or resume) until ``config.steps`` or ``time_budget`` seconds; checkpoint on exit.
+          init_from: Path | None = None, stop_requested: Callable[[], str | None] | None = None) -> dict:
+    """Train (or resume) until ``config.steps``, ``time_budget`` seconds or ``stop_requested()`` answers (polled
+    before each step); checkpoint on exit.
 
     ``init_from`` (a folder written by :func:`export`, e.g. the shipped weights) starts a new run from its EMA DiT
     and keeps its codec, so training goes on in the same latent space; an existing run in ``run_dir`` wins.
@@ -147,14 +150,17 @@ def train(run_dir: Path, config: TrainConfig, time_budget: float, device: str = 
     began = time.time()
     log = open(run_dir / "loss.jsonl", "a")
 
-    def save() -> None:
+    def save() -> None:  # write, fsync, rename: a crash leaves the previous checkpoint or this one
         tmp = state_path.with_suffix(".tmp")
-        torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
-                    "codec": codec.state_dict()}, tmp)
+        with open(tmp, "wb") as file:
+            torch.save({"model": model.state_dict(), "ema": ema.state_dict(), "opt": opt.state_dict(), "step": step,
+                        "codec": codec.state_dict()}, file)
+            file.flush()
+            os.fsync(file.fileno())
         tmp.replace(state_path)
 
     running = []
-    while step < config.steps and time.time() - began < time_budget:
+    while step < config.steps and time.time() - began < time_budget and not (stop_requested and stop_requested()):
         for group in opt.param_groups:
             group["lr"] = config.lr * schedule(step)
         latents, context = data.batch(config.batch, codec)
