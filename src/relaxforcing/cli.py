@@ -298,6 +298,7 @@ def train_toy(
                                                         "ones in relaxforcing/weights), keeping their codec.")] = None,
 ) -> None:
     """Train the embedded toy model on the procedural world (resumable, time-boxed)."""
+    from relaxforcing.interrupts import stop_on_signals
     from relaxforcing.toyworld.train import TrainConfig, export, train
 
     if steps < 1 or batch < 1 or not time_budget > 0:
@@ -307,8 +308,6 @@ def train_toy(
             raise ValueError(f"{flag} {folder} is a file, not a folder")
     if init_from is not None and not (init_from / "toy.safetensors").is_file():
         raise ValueError(f"--init-from {init_from} holds no toy.safetensors (a folder written by --export)")
-    from relaxforcing.interrupts import stop_on_signals
-
     config = TrainConfig(steps=steps, batch=batch)
     with stop_on_signals("training step") as stop:
         result = train(run_dir, config, time_budget, device=device, init_from=init_from, stop_requested=stop)

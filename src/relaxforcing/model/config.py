@@ -49,8 +49,6 @@ class WanConfig:
             raise ValueError(f"dim={self.dim} is not divisible by num_heads={self.num_heads}")
         if self.head_dim % 2 or self.head_dim < 6:
             raise ValueError(f"head_dim={self.head_dim} must be even and >= 6 for 3D RoPE")
-        if self.chunk_frames < 1:
-            raise ValueError(f"chunk_frames={self.chunk_frames} must be >= 1")
         object.__setattr__(self, "patch_size", tuple(int(p) for p in self.patch_size))
 
     @property

@@ -58,14 +58,13 @@ def register(app: typer.Typer) -> None:
                               f"{error}") from None
         from relaxforcing.bundles import load_pipeline
 
-        listener = listen(host, port)
-        pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device)
-        hosts = allowed_hosts_for(host)
-        web = create_app(pipe, allowed_hosts=hosts, max_seconds=max_seconds, max_jobs=max_jobs)
-        shown = f"[{host}]" if ":" in host else host
-        print(f"relaxforcing viewer ({pipe.name} model) on http://{shown}:{port}/  (Ctrl+C to stop)")
-        if hosts is None:
-            print(f"warning: listening on {host} accepts any Host header; anyone on the network can generate")
-        config = uvicorn.Config(web, log_level="warning", ws_max_size=WS_MAX_BYTES)
-        with listener:
+        with listen(host, port) as listener:
+            pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device)
+            hosts = allowed_hosts_for(host)
+            web = create_app(pipe, allowed_hosts=hosts, max_seconds=max_seconds, max_jobs=max_jobs)
+            shown = f"[{host}]" if ":" in host else host
+            print(f"relaxforcing viewer ({pipe.name} model) on http://{shown}:{port}/  (Ctrl+C to stop)")
+            if hosts is None:
+                print(f"warning: listening on {host} accepts any Host header; anyone on the network can generate")
+            config = uvicorn.Config(web, log_level="warning", ws_max_size=WS_MAX_BYTES)
             uvicorn.Server(config).run(sockets=[listener])
