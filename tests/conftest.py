@@ -27,6 +27,24 @@ def tiny_context() -> torch.Tensor:
     return torch.randn(2, 5, WanConfig.from_name("tiny").text_dim, generator=torch.Generator().manual_seed(1))
 
 
+@pytest.fixture
+def nan_from_chunk():
+    """``nan_from_chunk(pipe, k)`` makes the toy DiT's outputs NaN from chunk ``k`` on (each chunk calls it 9
+    times: 8 denoising steps and the clean pass)."""
+
+    def poison(pipe, chunk: int) -> None:
+        forward, calls = pipe.model.forward_chunk, {"n": 0}
+
+        def failing(*args, **kwargs):
+            calls["n"] += 1
+            out = forward(*args, **kwargs)
+            return out * float("nan") if calls["n"] > chunk * 9 else out
+
+        pipe.model.forward_chunk = failing
+
+    return poison
+
+
 class NetworkBlocked(OSError):
     """Raised when code under test tries to reach a non-loopback address."""
 

@@ -22,6 +22,7 @@ from websockets.sync.client import ClientConnection, connect
 from relaxforcing.bundles import load_toy
 from relaxforcing.server.app import create_app
 from relaxforcing.server.cli import WS_MAX_BYTES
+from relaxforcing.server.jobs import Job, JobRequest
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -224,3 +225,18 @@ def test_stop_message_ends_the_job_and_keeps_its_video(server):
     assert done["state"] == "stopped" and 1 <= done["chunks"] < 40
     video = httpx.get(server.url + done["downloads"][0], timeout=30)
     assert video.status_code == 200 and video.content[4:8] == b"ftyp"
+
+
+def test_non_finite_latents_fail_the_job_and_keep_its_frames(tmp_path, nan_from_chunk):
+    pipe = load_toy("cpu")
+    nan_from_chunk(pipe, 2)  # chunks 0 and 1 succeed
+    sent: list = []
+    job = Job(pipe, JobRequest(PROMPT, ("relax",), 3.0, 0), tmp_path, sent.append)
+    job.run()  # in this thread
+    messages = [m for m in sent if isinstance(m, dict)]
+    assert [m["type"] for m in messages] == ["started", "chunk", "chunk", "error", "done"]
+    assert messages[3]["message"] == "non-finite latents in chunk 2 (frames 6..8); generation stopped"
+    assert messages[4]["state"] == "failed" and messages[4]["chunks"] == 2
+    assert messages[4]["downloads"] == [f"/video/{job.id}/0.mp4"]
+    with av.open(str(job.paths[0])) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 24  # the two good chunks, playable

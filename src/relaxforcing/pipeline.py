@@ -93,9 +93,7 @@ class VideoPipeline:
         context = self.encode_text(list(prompts))
         decoder = decoder or self.codec.stream()
         for chunk in sampler.stream(context, seeds, self.latent_hw, num_frames=num_frames, trace=trace, state=state):
-            if not torch.isfinite(chunk.latents).all():
-                raise FloatingPointError(f"non-finite latents in chunk {chunk.index} (frames {chunk.start}.."
-                                         f"{chunk.start + chunk.latents.shape[2] - 1}); generation stopped")
+            chunk.check_finite()
             yield chunk, decoder.decode(chunk.latents).cpu().numpy()
 
     def generate(

@@ -28,6 +28,12 @@ class Chunk:
     trace: list[dict] = field(default_factory=list)
     """One record per sample: attended frames with roles and positions (and relax candidate scores)."""
 
+    def check_finite(self) -> None:
+        """Raise FloatingPointError naming the chunk and its frames if a latent is NaN or Inf."""
+        if not torch.isfinite(self.latents).all():
+            raise FloatingPointError(f"non-finite latents in chunk {self.index} (frames {self.start}.."
+                                     f"{self.start + self.latents.shape[2] - 1}); generation stopped")
+
 
 @dataclass
 class StreamState:

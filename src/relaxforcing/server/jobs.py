@@ -16,12 +16,11 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-import torch
 
 from relaxforcing.memory import build_policy
 from relaxforcing.pipeline import VideoPipeline
 from relaxforcing.sampling.session import StreamSession
-from relaxforcing.video import VideoWriter
+from relaxforcing.video import VideoWriter, partial_path
 
 MAX_PANES = 2
 MAX_PROMPT_CHARS = 2000
@@ -143,6 +142,9 @@ class Job:
             log.exception("job %s failed", self.id)
             self.send({"type": "error", "job": self.id, "message": f"internal error: {type(error).__name__}"})
         finally:
+            for path in self.paths:  # a failed job's frames so far: finalised as playable, offered for download
+                if not path.exists() and partial_path(path).exists():
+                    partial_path(path).replace(path)
             self.send({"type": "done", "job": self.id, "seq": self.seq, "state": self.state,
                        "chunks": self.chunks_done, "downloads": [f"/video/{self.id}/{i}.mp4"
                                                                  for i, p in enumerate(self.paths) if p.exists()]})
@@ -170,8 +172,7 @@ class Job:
                         return "stopped"
                     tick = time.perf_counter()
                     chunk = session.next_chunk()
-                    if not torch.isfinite(chunk.latents).all():
-                        raise FloatingPointError(f"non-finite latents in chunk {chunk.index}; generation stopped")
+                    chunk.check_finite()
                     frames = decoder.decode(chunk.latents).cpu().numpy()[0]  # [T, H, W, 3]
                     compute_ms = 1000 * (time.perf_counter() - tick)
                     writer.write(frames)
