@@ -101,3 +101,29 @@ def test_streams_are_deterministic_and_traces_consistent(tiny_stream_model, spec
         assert positions == sorted(positions) and len(set(positions)) == len(positions)
         if spec.startswith("relax") and "history" in {a["role"] for a in record["attended"]}:
             assert len(memory) <= policy.sink + policy.hist + policy.tail
+
+
+spec_text = st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda name, params: f"{name}:{params}", st.sampled_from(["relax", "dense", "sink", "longlive",
+                                                                        "infinity", "nope", ""]),
+              st.lists(st.builds(lambda k, v: f"{k}={v}", st.sampled_from(
+                  ["sink", "hist", "tail", "candidates", "lambda", "lambda_redundancy", "reservoir", "window",
+                   "recent", "relative_rope", "contiguous_rope", "x", ""]),
+                  st.one_of(st.integers(-5, 500).map(str), st.sampled_from(
+                      ["nan", "inf", "-inf", "1e400", "0.5", "true", "maybe", "", " ", "１"]))),
+                  max_size=4).map(",".join)),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(spec=spec_text)
+def test_any_memory_spec_builds_a_valid_policy_or_raises_one_line_value_error(spec: str) -> None:
+    """Whatever a user types as --memory, the answer is a policy or a one-line ValueError, never another error."""
+    try:
+        policy = build_policy(spec)
+    except ValueError as error:
+        assert str(error) and "\n" not in str(error)
+        return
+    assert build_policy(policy.spec()) == policy  # what it built round-trips through its own spec
+    assert policy.max_lag >= 1
