@@ -181,7 +181,7 @@ def test_replay_rebuilds_the_store_bit_for_bit(tiny_model, tiny_context, spec):
     sampler = StreamSampler(tiny_model, build_policy(spec, tiny_model.config.chunk_frames))
     state = sampler.new_state([0, 1], (4, 4))
     chunks = [c.latents for c in sampler.stream(tiny_context, [0, 1], (4, 4), num_frames=27, state=state)]
-    state.store.num_frames = 24  # the last chunk is never committed: replay the 8 committed ones
+    assert state.store.num_frames == 24  # the last chunk is never committed: replay the 8 committed ones
     rebuilt = sampler.new_store(2, (4, 4))
     sampler.replay(rebuilt, tiny_model.encode_context(tiny_context), torch.cat(chunks[:-1], dim=2), (4, 4))
     assert rebuilt.state_meta() == state.store.state_meta()

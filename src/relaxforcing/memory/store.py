@@ -68,6 +68,18 @@ class FrameStore:
         """Write a chunk's per-layer keys/values ``[B, f*T, H, D]`` (frames ``start..start+f-1``)."""
         if start != self.num_frames:
             raise ValueError(f"chunk starts at frame {start} but the store expects frame {self.num_frames}")
+        self._write(start, keys, values)
+        self.num_frames = start + keys[0].shape[1] // self.tokens_per_frame
+
+    def rewrite(self, start: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        """Overwrite frames ``start..`` already held (e.g. re-encoded under a new prompt) with ``keys``/``values``
+        ``[B, f*T, H, D]`` per layer; what is committed does not change."""
+        frames = range(start, start + keys[0].shape[1] // self.tokens_per_frame)
+        if not all(self.holds(f) for f in frames):
+            raise ValueError(f"cannot rewrite frames {frames.start}..{frames.stop - 1}: not all are held")
+        self._write(start, keys, values)
+
+    def _write(self, start: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         frames = keys[0].shape[1] // self.tokens_per_frame
         for i in range(frames):
             frame, slot = start + i, self.slot(start + i)
@@ -77,7 +89,6 @@ class FrameStore:
                 self.v[layer, :, slot] = v[:, rows]
             self.prototype_sums[:, slot] = keys[0][:, rows].float().mean(dim=(1, 2))
             self.slot_frame[slot] = frame
-        self.num_frames = start + frames
 
     def prototypes(self, frames: torch.Tensor) -> torch.Tensor:
         """L2-normalised layer-0 key prototype of the union of ``frames`` ``[B, n]`` per sample -> ``[B, D]``."""

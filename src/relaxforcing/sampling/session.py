@@ -95,20 +95,18 @@ class StreamSession:
 
     @property
     def done(self) -> bool:
-        return self.num_frames is not None and self.store.num_frames >= self.num_frames
+        return self.num_frames is not None and self.index * self.sampler.policy.chunk_frames >= self.num_frames
 
     def next_chunk(self) -> Chunk:
         """Denoise, commit and return the next chunk; the last chunk of a finite stream is not committed."""
         if self.done:
             raise RuntimeError(f"the stream is finished ({self.num_frames} latent frames made)")
-        start, f = self.store.num_frames, self.sampler.policy.chunk_frames
-        last = self.num_frames is not None and start + f >= self.num_frames
+        f = self.sampler.policy.chunk_frames
+        last = self.num_frames is not None and (self.index + 1) * f >= self.num_frames
         with torch.no_grad():
             chunk = self.sampler.denoise_chunk(self.store, self.cross_kv, self.generators, self.latent_hw,
                                                self.index, commit=not last)
-        if last:
-            self.store.num_frames = self.num_frames
-        elif self.keep_latents:
+        if not last and self.keep_latents:
             kept = chunk.latents if self._latents is None else torch.cat([self._latents, chunk.latents], dim=2)
             self._latents = kept[:, :, -self.keep_latents:]
         self.index += 1
@@ -154,14 +152,10 @@ class StreamSession:
             return 0
         f = self.sampler.policy.chunk_frames
         bounds = [first, *range((first // f + 1) * f, end, f), end]  # groups on the chunk grid
-        try:
-            for s, e in zip(bounds[:-1], bounds[1:], strict=True):
-                keys, values = self._encode_frames(self._latents[:, :, kept - (end - s): kept - (end - e)], s,
-                                                   list(range(first, s)), cross_kv)
-                self.store.num_frames = s  # commit() writes at the store's cursor: rewind it to overwrite
-                self.store.commit(s, keys, values)
-        finally:
-            self.store.num_frames = end
+        for s, e in zip(bounds[:-1], bounds[1:], strict=True):
+            keys, values = self._encode_frames(self._latents[:, :, kept - (end - s): kept - (end - e)], s,
+                                               list(range(first, s)), cross_kv)
+            self.store.rewrite(s, keys, values)
         return end - first
 
     def _encode_frames(

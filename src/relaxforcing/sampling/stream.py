@@ -102,6 +102,8 @@ class StreamSampler:
     def new_state(self, seeds: Sequence[int], latent_hw: tuple[int, int], store: FrameStore | None = None
                   ) -> StreamState:
         """A stream's starting state: an empty store and one seeded generator per sample."""
+        if store is not None and store.num_frames:
+            raise ValueError(f"a new stream needs an empty store; this one holds {store.num_frames} frames")
         return StreamState(store if store is not None else self.new_store(len(seeds), latent_hw),
                            [torch.Generator(self.device).manual_seed(int(s)) for s in seeds])
 
@@ -137,16 +139,13 @@ class StreamSampler:
             state = state if state is not None else self.new_state(seeds, latent_hw, store)
             if state.store.batch != batch or len(state.generators) != batch:
                 raise ValueError(f"the stream state holds {state.store.batch} samples, the context {batch}")
-            while num_frames is None or state.store.num_frames < num_frames:
-                start = state.store.num_frames
-                last = num_frames is not None and start + f >= num_frames
+            while num_frames is None or state.chunk_index * f < num_frames:
+                last = num_frames is not None and (state.chunk_index + 1) * f >= num_frames
                 chunk = self.denoise_chunk(state.store, cross_kv, state.generators, latent_hw, state.chunk_index,
-                                           commit=not last)
+                                           commit=not last)  # nothing attends to the last chunk: not stored
                 if trace is not None:
                     for record in chunk.trace:
                         trace(record)
-                if last:
-                    state.store.num_frames = num_frames
                 state.chunk_index += 1
                 yield chunk
 
