@@ -160,8 +160,8 @@ def test_non_finite_latents_stop_generation_and_keep_the_video(tmp_path: Path, n
         assert sum(1 for _ in container.decode(video=0)) == 24  # 2 chunks x 12 frames, finalised on the way out
 
 
-def limit_file_size() -> None:
-    resource.setrlimit(resource.RLIMIT_FSIZE, (300_000, 300_000))
+def limit_file_size(limit: int = 300_000) -> None:
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
 
 
@@ -173,6 +173,18 @@ def test_disk_full_keeps_a_playable_partial_video(tmp_path: Path) -> None:
     kept = int(result.stderr.split("its first ")[1].split()[0])
     with av.open(str(tmp_path / "v.part.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == kept > 16
+
+
+def test_disk_full_while_saving_the_state_keeps_the_video_and_says_so(tmp_path: Path) -> None:
+    """The snapshot (47 MB) cannot be written under a 3 MB file-size limit: one line, the video so far plays, and
+    the state folder holds no half-written file."""
+    result = run_cli("generate", PROMPT, "--seconds", "9", "-o", "v.mp4", "--state", "st", "--snapshot-every", "2",
+                     cwd=tmp_path, preexec=lambda: limit_file_size(3_000_000))
+    assert_one_line_error(result, "cannot save the generation state in st (")
+    assert "File too large" in result.stderr and "the state saved before, if any, is kept" in result.stderr
+    with av.open(str(tmp_path / "v.part.mp4")) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 24  # the two chunks made before the first snapshot
+    assert list((tmp_path / "st").iterdir()) == []
 
 
 def test_unfinished_video_is_never_overwritten(tmp_path: Path) -> None:

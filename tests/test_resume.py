@@ -14,6 +14,7 @@ import av
 import numpy as np
 import pytest
 import torch
+from safetensors import SafetensorError
 
 from relaxforcing import snapshot as snapshot_module
 from relaxforcing.bundles import load_toy
@@ -158,6 +159,24 @@ def test_a_snapshot_cut_short_leaves_the_previous_one(tmp_path, monkeypatch):
     monkeypatch.setattr(snapshot_module.os, "replace", real_replace)
     kept = load_snapshot(tmp_path)
     assert kept.meta["note"] == "first" and torch.equal(kept.tensors["x"], torch.zeros(3))
+
+
+@pytest.mark.parametrize("failing", ["save_file", "_fsync"])
+def test_a_snapshot_that_cannot_be_written_is_one_error_and_leaves_the_previous_one(tmp_path, monkeypatch, failing):
+    save_snapshot(tmp_path, {"chunk_index": 1, "note": "first"}, {"x": torch.zeros(3)})
+    before = sorted(p.name for p in tmp_path.iterdir())
+
+    def disk_full(*args, **kwargs):
+        if failing == "save_file":
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(snapshot_module, failing, disk_full)
+    with pytest.raises(OSError, match=rf"cannot save the generation state in {tmp_path} \(.*No space left on device"):
+        save_snapshot(tmp_path, {"chunk_index": 2, "note": "second"}, {"x": torch.ones(3)})
+    monkeypatch.undo()
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no half-written files left behind
+    assert load_snapshot(tmp_path).meta["note"] == "first"
 
 
 @pytest.mark.parametrize("damage, message", [
