@@ -46,20 +46,17 @@ def save_snapshot(directory: Path, meta: dict, tensors: dict[str, torch.Tensor])
     directory.mkdir(parents=True, exist_ok=True)
     counter = int(meta.get("chunk_index", 0))
     tensor_name = f"state-{counter:06d}-{os.getpid()}.safetensors"
+    final = directory / tensor_name
     staging, record = directory / (tensor_name + ".tmp"), directory / (STATE_FILE + ".tmp")
-    written: list[Path] = []
     try:
-        written.append(staging)
         save_file({k: v.detach().cpu().contiguous() for k, v in tensors.items()}, str(staging))
         _fsync(staging)
-        os.replace(staging, directory / tensor_name)
-        written.append(directory / tensor_name)
-        written.append(record)
+        os.replace(staging, final)
         record.write_text(json.dumps({"format": FORMAT, "version": VERSION, "tensors": tensor_name, **meta},
                                      indent=1))
         _fsync(record)
     except (OSError, SafetensorError) as error:  # e.g. the disk is full: leave the committed snapshot as it was
-        for path in written:
+        for path in (staging, final, record):  # (the committed snapshot names another tensor file)
             path.unlink(missing_ok=True)
         reason = error.strerror if isinstance(error, OSError) and error.strerror else " ".join(str(error).split())
         raise OSError(f"cannot save the generation state in {directory} ({reason}); the state saved before, if "
