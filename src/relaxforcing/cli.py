@@ -239,8 +239,9 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
                 print(f"skip {path} (exists; --overwrite to replace)", file=sys.stderr)
         for _, _, path in todo:
             if path not in resumed and partial_path(path).exists() and not run.overwrite:
-                raise ValueError(f"{partial_path(path)} is left from an interrupted run; resume that run with "
-                                 "--resume STATE, or pass --overwrite to start the video again")
+                raise ValueError(f"{partial_path(path)} is left from an interrupted run; continue it with --resume "
+                                 f"STATE if it saved one ({run.state_base()} holds none), or pass --overwrite to "
+                                 "start the video again")
         batches = [[j for j in todo if j[2] in resumed]] if resumed else []
         rest = [j for j in todo if j[2] not in resumed]
         batches += [rest[i:i + run.batch_size] for i in range(0, len(rest), run.batch_size)]
