@@ -195,6 +195,12 @@ def generate(
     run_generate(run, device, None)
 
 
+def check_folder_flag(flag: str, folder: Path) -> None:
+    """Fail before any work when the folder a flag names is an existing file."""
+    if folder.exists() and not folder.is_dir():
+        raise ValueError(f"{flag} {folder} is a file, not a folder")
+
+
 def check_writable(folder: Path) -> None:
     """Fail before any work when videos cannot be written into ``folder``."""
     if not folder.is_dir():
@@ -219,14 +225,12 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
 
     jobs = run.jobs()
     if run.output is None:
-        if run.out_dir.exists() and not run.out_dir.is_dir():
-            raise ValueError(f"--out-dir {run.out_dir} is a file, not a folder")
+        check_folder_flag("--out-dir", run.out_dir)
         run.out_dir.mkdir(parents=True, exist_ok=True)
     check_writable(jobs[0][2].parent)
     if run.trace is not None and not run.trace.parent.is_dir():
         raise ValueError(f"--trace: folder {run.trace.parent} does not exist")
-    if run.state_base().exists() and not run.state_base().is_dir():
-        raise ValueError(f"--state {run.state_base()} is a file, not a folder")
+    check_folder_flag("--state", run.state_base())
     resumed = [Path(p) for p in snapshot.meta["job"]["outputs"]] if snapshot is not None else []
     if resumed and all(p.exists() for p in resumed):  # killed after that batch finished, before its state went
         snapshot, resumed = None, []
@@ -304,15 +308,15 @@ def train_toy(
 
     if steps < 1 or batch < 1 or not time_budget > 0:
         raise ValueError("--steps, --batch and --time-budget must be positive")
-    for flag, folder in (("--run-dir", run_dir), ("--export", export_to)):
-        if folder is not None and folder.exists() and not folder.is_dir():
-            raise ValueError(f"{flag} {folder} is a file, not a folder")
+    check_folder_flag("--run-dir", run_dir)
+    if export_to is not None:
+        check_folder_flag("--export", export_to)
     if init_from is not None and not (init_from / "toy.safetensors").is_file():
         raise ValueError(f"--init-from {init_from} holds no toy.safetensors (a folder written by --export)")
     config = TrainConfig(steps=steps, batch=batch)
     with stop_on_signals("training step") as stop:
         result = train(run_dir, config, time_budget, device=device, init_from=init_from, stop_requested=stop)
-    if stop():
+    if stop() and not result["done"]:
         print(f"error: interrupted ({stop()}) at step {result['step']} of {steps}; the checkpoint is saved in "
               f"{run_dir}; run the same command again to resume", file=sys.stderr)
         sys.exit(stop.exit_code())
