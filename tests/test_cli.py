@@ -10,8 +10,11 @@ import sys
 import av
 import pytest
 
-from relaxforcing.bundles import load_toy
+from relaxforcing.loaders import load_toy
+from relaxforcing.runner import generate_videos
 from relaxforcing.video import VideoWriter
+
+pytestmark = pytest.mark.e2e  # subprocesses, browsers, whole videos: the slow tier
 
 PROMPT = "a red circle and a blue square bouncing on a black background"
 
@@ -41,8 +44,8 @@ def test_generate_writes_a_playable_mp4_and_trace(tmp_path):
 
 def test_generate_in_process_without_network(tmp_path):
     pipe = load_toy()
-    stats = pipe.generate([PROMPT], [1], 1.5, [tmp_path / "a.mp4"], memory="infinity")
-    assert stats["video_frames"] == 24 and stats["latent_frames"] == 6
+    stats = generate_videos(pipe, [PROMPT], [1], 1.5, [tmp_path / "a.mp4"], memory="infinity")
+    assert stats.video_frames == 24 and stats.latent_frames == 6
 
 
 def test_partial_video_stays_playable(tmp_path):

@@ -16,6 +16,8 @@ import torch.multiprocessing as mp
 from relaxforcing import distributed
 from relaxforcing.cli import slug
 
+pytestmark = pytest.mark.e2e  # subprocesses, browsers, whole videos: the slow tier
+
 PROMPTS = [  # toy-world vocabulary (the default model's closed text encoder)
     "a small red circle",
     "a large blue square on a white background",

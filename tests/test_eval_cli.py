@@ -12,20 +12,18 @@ import pytest
 import typer
 from typer.testing import CliRunner, Result
 
-from relaxforcing import cli, distributed, interrupts
+from relaxforcing import cli, distributed
+from relaxforcing import sweep as sweep_module
 from relaxforcing.evaluation import write_video
-from relaxforcing.evaluation.cli import (
-    build_settings,
-    canonical_spec,
-    parse_backends,
-    parse_grid,
-    parse_memory,
-    parse_seeds,
-    register,
-)
+from relaxforcing.evaluation.cli import parse_backends
+from relaxforcing.evaluation.cli import register as register_eval
 from relaxforcing.evaluation.synthetic import moving_shapes
 from relaxforcing.evaluation.video_io import read_video
 from relaxforcing.interrupts import StopRequest
+from relaxforcing.sweep import build_settings, canonical_spec, parse_grid, parse_memory, parse_seeds
+from relaxforcing.sweep import register as register_sweep
+
+pytestmark = pytest.mark.e2e  # subprocesses, browsers, whole videos: the slow tier
 
 PROMPT = "a small yellow ring and a small blue circle bouncing on a striped gray background"
 runner = CliRunner()
@@ -34,7 +32,8 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
-    register(app)
+    register_eval(app)
+    register_sweep(app)
     return app
 
 
@@ -140,9 +139,10 @@ def test_wired_cli_eval(video: Path, tmp_path: Path, monkeypatch: pytest.MonkeyP
 # ---- sweep --------------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_sweep_on_the_toy_model_writes_the_comparison_and_resumes(app: typer.Typer, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                  monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(f"\n{PROMPT}\n\n")
     out = tmp_path / "sweep"
@@ -217,27 +217,31 @@ class StopAfterPolls(StopRequest):
         return self.signal
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_sweep_stopped_mid_video_continues_from_its_state(app: typer.Typer, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture) -> None:
     prompts = tmp_path / "prompts.txt"
     prompts.write_text(PROMPT + "\n")
 
+    def args(out: Path) -> list[str]:  # 12 latent frames: 4 chunks of 12 frames
+        return ["sweep", "--prompts", str(prompts), "--seeds", "0", "--memory", "relax", "--seconds", "3",
+                "--out", str(out)]
+
     def sweep(out: Path) -> Result:
-        return runner.invoke(app, ["sweep", "--prompts", str(prompts), "--seeds", "0", "--memory", "relax",
-                                   "--seconds", "3", "--out", str(out)])  # 12 latent frames: 4 chunks of 12 frames
+        return runner.invoke(app, args(out))
 
     straight = sweep(tmp_path / "straight")
     assert straight.exit_code == 0, straight.output
 
     out = tmp_path / "stopped"
-    with monkeypatch.context() as patch:
-        patch.setattr(interrupts, "stop_on_signals", lambda: nullcontext(StopAfterPolls(2)))
-        stopped = sweep(out)
+    with monkeypatch.context() as patch:  # through cli.main, which turns the interrupt into its exit code
+        patch.setattr(sweep_module, "stop_on_signals", lambda: nullcontext(StopAfterPolls(2)))
+        code, err = run_main(args(out), monkeypatch, capsys)
     name = "videos/relax/p000_a-small-yellow-ring-and-a-small-blue-cir_s0"
-    assert stopped.exit_code == 143, stopped.output
+    assert code == 143, err
     assert (f"error: interrupted (SIGTERM) after chunk 2 of 4 of {name}.mp4; its state is in {name}.state; "
-            "run the same command again") in " ".join(stopped.output.split())
+            "run the same command again") in " ".join(err.split())
     assert (out / f"{name}.state" / "state.json").is_file() and not (out / f"{name}.mp4").exists()
     assert not (out / "comparison.md").exists()
 

@@ -11,7 +11,7 @@ import torch
 from naive_memory import NaiveStore
 
 from relaxforcing.memory import build_policy
-from relaxforcing.sampling import StreamSampler
+from relaxforcing.sampling import ChunkSampler, StreamSession
 
 ALL_SPECS = ["dense", "dense:window=6", "sink", "sink:sink=2,tail=4", "longlive", "longlive:relative_rope=true",
              "infinity", "relax", "relax:reservoir=24", "relax:reservoir=21,hist=2,tail=2,candidates=3",
@@ -19,9 +19,9 @@ ALL_SPECS = ["dense", "dense:window=6", "sink", "sink:sink=2,tail=4", "longlive"
 
 
 def run(model, context, spec: str, frames: int, store=None, seeds=(3, 4)):
-    sampler = StreamSampler(model, build_policy(spec))
-    trace: list[dict] = []
-    chunks = list(sampler.stream(context, list(seeds), (4, 4), num_frames=frames, trace=trace.append, store=store))
+    sampler = ChunkSampler(model, build_policy(spec))
+    chunks = list(StreamSession(sampler, context, list(seeds), (4, 4), frames, store=store))
+    trace = [record for c in chunks for record in c.trace]
     return torch.cat([c.latents for c in chunks], dim=2), trace
 
 
@@ -175,18 +175,18 @@ import resource, sys, torch
 from relaxforcing.memory import build_policy
 from relaxforcing.model.config import WanConfig
 from relaxforcing.model.wan import CausalWanModel
-from relaxforcing.sampling import StreamSampler
+from relaxforcing.sampling import ChunkSampler, StreamSession
 torch.manual_seed(0)
 model = CausalWanModel(WanConfig.from_name("tiny")).eval()
-sampler = StreamSampler(model, build_policy("relax"))
+sampler = ChunkSampler(model, build_policy("relax"))
 latents = 0.0
-for chunk in sampler.stream(torch.randn(1, 5, 8), [0], (8, 8), num_frames=int(sys.argv[1])):
+for chunk in StreamSession(sampler, torch.randn(1, 5, 8), [0], (8, 8), int(sys.argv[1])):
     latents += float(chunk.latents.abs().mean())
 print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 """
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_memory_stays_flat_over_a_5_minute_rollout():
     """Peak RSS of a 1,200-latent-frame (5 min) rollout is within 10% of a 240-frame (60 s) one."""
     peaks = {}

@@ -9,7 +9,7 @@ from relaxforcing.memory import build_policy
 from relaxforcing.model.config import WanConfig
 from relaxforcing.model.rope import apply_rope, axis_frequencies, axis_pairs, rope_factors
 from relaxforcing.model.wan import CausalWanModel, sinusoidal_embedding
-from relaxforcing.sampling import StreamSampler
+from relaxforcing.sampling import ChunkSampler, StreamSession
 
 WAN_BLOCK_KEYS = {
     "modulation", "norm3.weight", "norm3.bias", "ffn.0.weight", "ffn.0.bias", "ffn.2.weight", "ffn.2.bias",
@@ -109,17 +109,17 @@ def test_block_causal_mask_hides_future_chunks(tiny_model, tiny_context):
 @pytest.mark.parametrize("num_frames, window", [(12, None), (30, 18)])
 def test_incremental_dense_equals_full_block_causal_forward(tiny_model, tiny_context, num_frames, window):
     """Every denoising step and clean pass of the streaming sampler equals the full-sequence forward."""
-    sampler = StreamSampler(tiny_model, build_policy("dense:window=18"))
+    sampler = ChunkSampler(tiny_model, build_policy("dense:window=18"))
     calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
     original = tiny_model.forward_chunk
 
-    def recording(x, t, cross_kv, query_positions, memory=None, kv_sink=None):
-        out = original(x, t, cross_kv, query_positions, memory=memory, kv_sink=kv_sink)
+    def recording(x, t, cross_kv, query_positions, memory=None, capture_kv=None):
+        out = original(x, t, cross_kv, query_positions, memory=memory, capture_kv=capture_kv)
         calls.append((x, t, out, int(query_positions[0])))
         return out
 
     tiny_model.forward_chunk = recording
-    chunks = list(sampler.stream(tiny_context, [3, 4], (4, 4), num_frames=num_frames))
+    chunks = list(StreamSession(sampler, tiny_context, [3, 4], (4, 4), num_frames))
     clean = torch.cat([c.latents for c in chunks], dim=2)
     assert len(calls) == 5 * (num_frames // 3) - 1  # 4 steps per chunk + clean pass except after the last
     worst = 0.0
@@ -165,9 +165,9 @@ def test_bfloat16_model_streams_close_to_float32(tiny_model, tiny_context):
     assert bf16.blocks[0].norm3.weight.dtype == torch.bfloat16
     chunks = {}
     for name, model in (("fp32", tiny_model), ("bf16", bf16)):
-        sampler = StreamSampler(model, build_policy("relax", model.config.chunk_frames))
-        chunks[name] = torch.cat([c.latents for c in sampler.stream(tiny_context.to(model.patch_embedding.weight),
-                                                                    [0, 1], (4, 4), num_frames=6)], dim=2)
+        sampler = ChunkSampler(model, build_policy("relax", model.config.chunk_frames))
+        context = tiny_context.to(model.patch_embedding.weight)
+        chunks[name] = torch.cat([c.latents for c in StreamSession(sampler, context, [0, 1], (4, 4), 6)], dim=2)
     assert torch.isfinite(chunks["bf16"]).all()
     error = (chunks["bf16"] - chunks["fp32"]).norm() / chunks["fp32"].norm()
     assert error < 0.05, error

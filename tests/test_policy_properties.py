@@ -11,7 +11,7 @@ from naive_memory import NaiveStore
 from relaxforcing.memory import build_policy
 from relaxforcing.model.config import WanConfig
 from relaxforcing.model.wan import CausalWanModel
-from relaxforcing.sampling import StreamSampler
+from relaxforcing.sampling import ChunkSampler, StreamSession
 
 
 @pytest.fixture(scope="module")
@@ -86,11 +86,8 @@ def test_streams_are_deterministic_and_traces_consistent(tiny_stream_model, spec
     context = torch.randn(1, 5, tiny_stream_model.config.text_dim, generator=torch.Generator().manual_seed(seed))
     runs = []
     for _ in range(2):
-        records: list[dict] = []
-        sampler = StreamSampler(tiny_stream_model, policy)
-        latents = torch.cat([c.latents for c in sampler.stream(context, [seed], (4, 4), num_frames=3 * chunks,
-                                                                trace=records.append)], dim=2)
-        runs.append((latents, records))
+        made = list(StreamSession(ChunkSampler(tiny_stream_model, policy), context, [seed], (4, 4), 3 * chunks))
+        runs.append((torch.cat([c.latents for c in made], dim=2), [r for c in made for r in c.trace]))
     assert torch.equal(runs[0][0], runs[1][0]) and runs[0][1] == runs[1][1]
     for record in runs[0][1]:
         memory = [a["frame"] for a in record["attended"] if a["role"] != "current"]

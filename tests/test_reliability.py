@@ -17,7 +17,10 @@ import torch
 from safetensors.torch import save_file
 from wan_fixtures import tiny_dit, write_self_forcing_pt, write_wan_dir
 
-from relaxforcing.bundles import load_toy
+from relaxforcing.loaders import load_toy
+from relaxforcing.runner import generate_videos
+
+pytestmark = pytest.mark.e2e  # subprocesses, browsers, whole videos: the slow tier
 
 PROMPT = "a red circle and a blue square bouncing on a black background"
 
@@ -154,7 +157,7 @@ def test_non_finite_latents_stop_generation_and_keep_the_video(tmp_path: Path, n
     nan_from_chunk(pipe, 2)  # chunks 0 and 1 succeed
     with pytest.raises(FloatingPointError, match=r"non-finite latents in chunk 2 \(frames 6\.\.8\); generation "
                                                  "stopped"):
-        pipe.generate([PROMPT], [0], 3, [tmp_path / "v.mp4"])
+        generate_videos(pipe, [PROMPT], [0], 3, [tmp_path / "v.mp4"])
     assert not (tmp_path / "v.mp4").exists()
     with av.open(str(tmp_path / "v.part.mp4")) as container:
         assert sum(1 for _ in container.decode(video=0)) == 24  # 2 chunks x 12 frames, finalised on the way out

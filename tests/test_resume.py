@@ -17,11 +17,14 @@ import torch
 from safetensors import SafetensorError
 
 from relaxforcing import snapshot as snapshot_module
-from relaxforcing.bundles import load_toy
+from relaxforcing.loaders import load_toy
 from relaxforcing.memory import build_policy
-from relaxforcing.pipeline import Interrupted, Snapshots
-from relaxforcing.sampling import StreamSampler
+from relaxforcing.resume import Snapshots
+from relaxforcing.runner import Stopped, generate_videos
+from relaxforcing.sampling import ChunkSampler, StreamSession
 from relaxforcing.snapshot import load_snapshot, save_snapshot
+
+pytestmark = pytest.mark.e2e  # subprocesses, browsers, whole videos: the slow tier
 
 PROMPT = "a red circle and a blue square bouncing on a black background"
 OTHER = "a small green triangle on a white background"
@@ -124,12 +127,12 @@ def test_in_process_stop_and_resume_of_a_batch(tmp_path, store_limit_gb):
     outputs = [tmp_path / "a.mp4", tmp_path / "b.mp4"]
     reference = [tmp_path / "ref_a.mp4", tmp_path / "ref_b.mp4"]
     pipe = load_toy()
-    pipe.generate([PROMPT, OTHER], [1, 2], 4.5, reference, memory="relax:lambda=1.5", crf=0)
+    generate_videos(pipe, [PROMPT, OTHER], [1, 2], 4.5, reference, memory="relax:lambda=1.5", crf=0)
     polls = iter([None, None, "SIGINT"])
     snapshots = Snapshots(tmp_path / "state", every=0, store_limit_gb=store_limit_gb)
-    with pytest.raises(Interrupted, match="after chunk 3 of 6") as stopped:
-        pipe.generate([PROMPT, OTHER], [1, 2], 4.5, outputs, memory="relax:lambda=1.5", crf=0,
-                      snapshots=snapshots, stop_requested=lambda: next(polls))
+    with pytest.raises(Stopped, match="after chunk 3 of 6") as stopped:
+        generate_videos(pipe, [PROMPT, OTHER], [1, 2], 4.5, outputs, memory="relax:lambda=1.5", crf=0,
+                        snapshots=snapshots, stop_requested=lambda: next(polls))
     assert stopped.value.partial_videos == [tmp_path / "a.part.mp4", tmp_path / "b.part.mp4"]
 
     saved = load_snapshot(tmp_path / "state")
@@ -138,8 +141,9 @@ def test_in_process_stop_and_resume_of_a_batch(tmp_path, store_limit_gb):
     if replayed:
         assert saved.tensors["latents"].shape == (2, 16, 9, 16, 16)  # 3 chunks of 3 latent frames
     with pytest.raises(ValueError, match="another job: its seeds"):
-        load_toy().generate([PROMPT, OTHER], [1, 3], 4.5, outputs, memory="relax:lambda=1.5", crf=0, resume=saved)
-    load_toy().generate([PROMPT, OTHER], [1, 2], 4.5, outputs, memory="relax:lambda=1.5", crf=0, resume=saved)
+        generate_videos(load_toy(), [PROMPT, OTHER], [1, 3], 4.5, outputs, memory="relax:lambda=1.5", crf=0,
+                        resume=saved)
+    generate_videos(load_toy(), [PROMPT, OTHER], [1, 2], 4.5, outputs, memory="relax:lambda=1.5", crf=0, resume=saved)
     for out, ref in zip(outputs, reference, strict=True):
         assert np.array_equal(decoded(out), decoded(ref))
 
@@ -197,12 +201,13 @@ def test_damaged_state_gets_one_line_error(tmp_path, damage, message):
 @pytest.mark.parametrize("spec", ["relax", "dense", "longlive", "infinity"])
 def test_replay_rebuilds_the_store_bit_for_bit(tiny_model, tiny_context, spec):
     """Re-running the clean passes over the saved clean latents refills the store exactly as generation did."""
-    sampler = StreamSampler(tiny_model, build_policy(spec, tiny_model.config.chunk_frames))
-    state = sampler.new_state([0, 1], (4, 4))
-    chunks = [c.latents for c in sampler.stream(tiny_context, [0, 1], (4, 4), num_frames=27, state=state)]
-    assert state.store.num_frames == 24  # the last chunk is never committed: replay the 8 committed ones
-    rebuilt = sampler.new_store(2, (4, 4))
-    sampler.replay(rebuilt, tiny_model.encode_context(tiny_context), torch.cat(chunks[:-1], dim=2), (4, 4))
-    assert rebuilt.state_meta() == state.store.state_meta()
-    for name, buffer in state.store.state_tensors().items():
-        assert torch.equal(rebuilt.state_tensors()[name], buffer), name
+    sampler = ChunkSampler(tiny_model, build_policy(spec, tiny_model.config.chunk_frames))
+    made = StreamSession(sampler, tiny_context, [0, 1], (4, 4), 27, record_latents=True)
+    chunks = [c.latents for c in made]
+    assert made.store.num_frames == 24  # the last chunk is never committed: replay the 8 committed ones
+    assert torch.equal(made.recorded_latents(), torch.cat(chunks[:-1], dim=2))
+    rebuilt = StreamSession(sampler, tiny_context, [0, 1], (4, 4), 27)
+    rebuilt.replay(made.recorded_latents())
+    assert rebuilt.store.state_meta() == made.store.state_meta()
+    for name, buffer in made.store.state_tensors().items():
+        assert torch.equal(rebuilt.store.state_tensors()[name], buffer), name

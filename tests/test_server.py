@@ -19,10 +19,12 @@ import uvicorn
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
-from relaxforcing.bundles import load_toy
+from relaxforcing.loaders import load_toy
 from relaxforcing.server.app import create_app
 from relaxforcing.server.cli import WS_MAX_BYTES
 from relaxforcing.server.jobs import Job, JobRequest
+
+pytestmark = pytest.mark.e2e  # subprocesses, browsers, whole videos: the slow tier
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",

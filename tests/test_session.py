@@ -10,8 +10,7 @@ import torch
 from relaxforcing.memory import build_policy
 from relaxforcing.model.rope import rope_factors
 from relaxforcing.model.wan import SelfAttentionInputs
-from relaxforcing.sampling import StreamSampler
-from relaxforcing.sampling.session import StreamSession
+from relaxforcing.sampling import ChunkSampler, StreamSession
 
 HW = (4, 4)
 SEEDS = [3, 4]
@@ -27,14 +26,19 @@ def encode(prompts: list[str]) -> torch.Tensor:
 
 
 def session(model, spec: str = "relax", frames: int | None = 24, keep: int = 12) -> StreamSession:
-    return StreamSession(StreamSampler(model, build_policy(spec)), encode, ["a", "b"], SEEDS, HW, frames, keep)
+    return StreamSession(ChunkSampler(model, build_policy(spec)), encode(["a", "b"]), SEEDS, HW, frames,
+                         prompts=["a", "b"], encode_text=encode, keep_latents=keep)
 
 
 @pytest.mark.parametrize("spec, frames", [("relax", 24), ("longlive", None), ("sink", 9)])
 def test_session_equals_the_plain_sampler(tiny_model, spec, frames):
-    sampler = StreamSampler(tiny_model, build_policy(spec))
-    plain = sampler.stream(encode(["a", "b"]), SEEDS, HW, num_frames=frames)
-    chunks = [next(plain) for _ in range(8 if frames is None else frames // 3)]
+    """The driver adds nothing to the one-chunk step: the same chunks as calling it by hand, last one uncommitted."""
+    sampler = ChunkSampler(tiny_model, build_policy(spec))
+    store, cross_kv = sampler.new_store(2, HW), tiny_model.encode_context(encode(["a", "b"]))
+    generators = [torch.Generator().manual_seed(s) for s in SEEDS]
+    count = 8 if frames is None else frames // 3
+    chunks = [sampler.denoise_chunk(store, cross_kv, generators, HW, i, commit=frames is None or i + 1 < count)
+              for i in range(count)]
     live = session(tiny_model, spec, frames)
     for expected in chunks:
         got = live.next_chunk()
@@ -92,7 +96,7 @@ def test_recache_equals_one_block_causal_pass(tiny_model):
     mask = (chunk_of[None, :] <= chunk_of[:, None])[None, None]
     rope = rope_factors(torch.arange(6, 15), grid, tiny_model.config.head_dim)[None]
     keys: list[torch.Tensor] = []
-    inputs = SelfAttentionInputs(rope=rope, mask=mask, kv_sink=lambda layer, k, v: keys.append(k))
+    inputs = SelfAttentionInputs(rope=rope, mask=mask, capture_kv=lambda layer, k, v: keys.append(k))
     with torch.no_grad():
         tiny_model._run(clean, torch.zeros(2, 9), cross_kv, inputs)
     for layer, k in enumerate(keys):
@@ -124,8 +128,14 @@ def test_switch_errors_leave_the_session_unchanged(tiny_model):
 
 
 def test_session_rejects_bad_arguments(tiny_model):
-    sampler = StreamSampler(tiny_model, build_policy("relax"))
+    sampler = ChunkSampler(tiny_model, build_policy("relax"))
     with pytest.raises(ValueError, match="num_frames=10 must be a positive multiple of the chunk size 3"):
-        StreamSession(sampler, encode, ["a"], [1], HW, num_frames=10)
+        StreamSession(sampler, encode(["a"]), [1], HW, num_frames=10)
+    with pytest.raises(ValueError, match="1 seeds for a context of 2 prompts"):
+        StreamSession(sampler, encode(["a", "b"]), [1], HW)
     with pytest.raises(ValueError, match="2 prompts and 1 seeds"):
-        StreamSession(sampler, encode, ["a", "b"], [1], HW)
+        StreamSession(sampler, encode(["a"]), [1], HW, prompts=["a", "b"])
+    with pytest.raises(ValueError, match="needs an empty store"):
+        made = StreamSession(sampler, encode(["a"]), [1], HW, 6)
+        made.next_chunk()
+        StreamSession(sampler, encode(["a"]), [1], HW, store=made.store)

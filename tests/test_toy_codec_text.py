@@ -44,7 +44,7 @@ def test_streaming_decode_returns_the_rendered_frames() -> None:
     codec = SpaceToDepthCodec()
     video, _ = render_batch([sample_world(0), sample_world(1)], 24)  # [B, T, H, W, 3] uint8
     latents = codec.encode(to_float(video))  # [B, 192, 6, 16, 16]
-    stream = codec.stream()
+    stream = codec.chunk_decoder()
     chunks = [stream.decode(latents[:, :, i : i + 3]) for i in range(0, 6, 3)]
     assert chunks[0].shape == (2, 12, 64, 64, 3) and chunks[0].dtype == torch.uint8
     assert torch.equal(torch.cat(chunks, 1), video)
@@ -52,7 +52,7 @@ def test_streaming_decode_returns_the_rendered_frames() -> None:
 
 
 def test_text_encoder_shapes_and_padding() -> None:
-    encoder = ToyTextEncoder()
+    encoder = ToyTextEncoder(VOCABULARY)
     out = encoder.encode([PROMPT, "", "A red circle, bouncing on a black background!"])
     assert out.shape == (3, encoder.text_len, encoder.text_dim) == (3, 24, 64) and out.dtype == torch.float32
     assert out[0, :12].abs().sum(-1).min() > 0 and (out[0, 12:] == 0).all()
@@ -63,15 +63,15 @@ def test_text_encoder_shapes_and_padding() -> None:
 
 
 def test_text_encoder_is_deterministic_and_pinned() -> None:
-    a, b = ToyTextEncoder().encode([PROMPT]), ToyTextEncoder().encode([PROMPT])
+    a, b = ToyTextEncoder(VOCABULARY).encode([PROMPT]), ToyTextEncoder(VOCABULARY).encode([PROMPT])
     assert torch.equal(a, b)
     # Pins the seeded table: the shipped toy model was trained against these vectors.
-    red = ToyTextEncoder().encode(["red"])[0, 0, :4]
+    red = ToyTextEncoder(VOCABULARY).encode(["red"])[0, 0, :4]
     torch.testing.assert_close(red, torch.tensor([0.051967, 0.173662, -1.070354, 2.407462]), atol=1e-5, rtol=0)
 
 
 def test_text_encoder_errors() -> None:
-    encoder = ToyTextEncoder()
+    encoder = ToyTextEncoder(VOCABULARY)
     with pytest.raises(ValueError, match=r"unknown word 'sqare'.*did you mean 'square'"):
         encoder.encode(["a red sqare bouncing on a black background"])
     with pytest.raises(ValueError, match="at most 24"):

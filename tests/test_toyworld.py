@@ -275,12 +275,14 @@ def test_metrics_accept_upscaled_video_and_captions(clip) -> None:
         world_metrics(video[..., 0], world)
 
 
+@pytest.mark.e2e
 def test_training_warm_starts_from_exported_weights_and_exports_again(tmp_path):
     """One CPU step from the shipped weights: the run starts at those weights, keeps their codec, and exports a
     loadable model whose sidecar remembers the training it started from."""
     from safetensors.torch import load_file
 
-    from relaxforcing.bundles import load_toy, toy_weights_dir
+    from relaxforcing.loaders import load_toy, toy_weights_dir
+    from relaxforcing.runner import generate_videos
     from relaxforcing.toyworld.train import TrainConfig, export, train
 
     config = TrainConfig(steps=1, batch=2, warmup=1, ema=0.0)
@@ -296,13 +298,15 @@ def test_training_warm_starts_from_exported_weights_and_exports_again(tmp_path):
     meta = json.loads((tmp_path / "out" / "toy.json").read_text())
     shipped_training = json.loads((toy_weights_dir() / "toy.json").read_text())["training"]
     assert meta["training"]["step"] == 1 and meta["training"]["warm_started_from"] == shipped_training
-    assert load_toy(weights_dir=tmp_path / "out").generate(["a red circle on a black background"], [0], 0.75,
-                                                           [tmp_path / "v.mp4"])["video_frames"] == 12
+    stats = generate_videos(load_toy(weights_dir=tmp_path / "out"), ["a red circle on a black background"], [0], 0.75,
+                            [tmp_path / "v.mp4"])
+    assert stats.video_frames == 12
 
 
+@pytest.mark.e2e
 def test_stopped_training_saves_its_step_and_resumes_there(tmp_path):
     """A stop request (Ctrl-C/SIGTERM) ends training after the current step with a checkpoint to resume from."""
-    from relaxforcing.bundles import toy_weights_dir
+    from relaxforcing.loaders import toy_weights_dir
     from relaxforcing.toyworld.train import TrainConfig, train
 
     config = TrainConfig(steps=2, batch=2, warmup=1)
@@ -315,8 +319,9 @@ def test_stopped_training_saves_its_step_and_resumes_there(tmp_path):
     assert train(tmp_path / "run", config, time_budget=600, device="cpu") == {"step": 2, "done": True}
 
 
+@pytest.mark.e2e
 def test_sigterm_stops_train_toy_with_a_checkpoint_and_the_resume_hint(tmp_path):
-    from relaxforcing.bundles import toy_weights_dir
+    from relaxforcing.loaders import toy_weights_dir
 
     run = tmp_path / "run"
     command = [sys.executable, "-m", "relaxforcing", "train-toy", "--device", "cpu", "--batch", "2", "--steps", "500",

@@ -22,11 +22,15 @@ from wan_fixtures import (
     write_wan_dir,
 )
 
-from relaxforcing import wan_pipeline
+from relaxforcing import loaders
 from relaxforcing.checkpoints import load_dit
 from relaxforcing.cli import app
 from relaxforcing.evaluation.video_io import iter_frames, probe_video
-from relaxforcing.wan_pipeline import WanVideoPipeline, load_wan
+from relaxforcing.loaders import load_wan
+from relaxforcing.output import VideoOutput
+from relaxforcing.pipeline import VideoPipeline
+
+pytestmark = pytest.mark.e2e  # subprocesses, browsers, whole videos: the slow tier
 
 PROMPTS = ["a cat runs on the beach", "the red car at sunset", "a dog"]
 
@@ -37,8 +41,8 @@ def offline_and_small(monkeypatch, tmp_path: Path) -> None:
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
-    monkeypatch.setitem(wan_pipeline.SIZES, TEST_SIZE, TEST_LATENT_HW)
-    monkeypatch.setattr(wan_pipeline, "DEFAULT_SIZE", TEST_SIZE)
+    monkeypatch.setitem(loaders.SIZES, TEST_SIZE, TEST_LATENT_HW)
+    monkeypatch.setattr(loaders, "DEFAULT_SIZE", TEST_SIZE)
 
 
 @pytest.fixture
@@ -70,7 +74,7 @@ def test_generate_cli_writes_playable_mp4(wan: tuple[Path, Path], tmp_path: Path
 
 def test_frame_counts_and_sizes(wan: tuple[Path, Path]) -> None:
     pipe = load_wan(*wan)
-    assert isinstance(pipe, WanVideoPipeline) and pipe.latent_hw == TEST_LATENT_HW
+    assert isinstance(pipe, VideoPipeline) and pipe.latent_hw == TEST_LATENT_HW
     assert {p.dtype for p in pipe.model.parameters()} == {torch.float32}
     assert (pipe.latent_frames(60), pipe.video_frames(240)) == (240, 957)  # LongLive / Relax "60 s"
     assert (pipe.latent_frames(5), pipe.video_frames(21)) == (21, 81)  # Self-Forcing's default
@@ -79,7 +83,7 @@ def test_frame_counts_and_sizes(wan: tuple[Path, Path]) -> None:
     assert load_wan(*wan, size="480x832").latent_hw == (104, 60)
     with pytest.raises(ValueError, match="size '640x480' is not supported"):
         load_wan(*wan, size="640x480")
-    with pytest.raises(ValueError, match="must be positive"):
+    with pytest.raises(ValueError, match="must be a positive number"):
         pipe.latent_frames(0)
 
 
@@ -130,8 +134,9 @@ def test_config_json_sizes_the_checkpoint(wan: tuple[Path, Path]) -> None:
         load_wan(checkpoint, wan_dir)
 
 
-def first_video(pipe: WanVideoPipeline, latents: int = 3) -> np.ndarray:
-    return np.concatenate([frames for _, frames in pipe.stream(PROMPTS[:1], [7], latents)], axis=1)
+def first_video(pipe: VideoPipeline, latents: int = 3) -> np.ndarray:
+    output = VideoOutput(pipe.codec.chunk_decoder())
+    return np.concatenate([output(chunk) for chunk in pipe.session(PROMPTS[:1], [7], latents)], axis=1)
 
 
 def test_diffusers_folder_gives_the_same_video(wan: tuple[Path, Path], tmp_path: Path) -> None:
@@ -159,17 +164,18 @@ def test_longlive_lora_is_merged(wan: tuple[Path, Path], tmp_path: Path) -> None
 def test_stop_and_resume_through_the_vae(wan: tuple[Path, Path], tmp_path: Path, store_limit_gb: float) -> None:
     """The Wan VAE's causal cache crosses a stop and resume, saved (small store) or rebuilt by decoding the saved
     latents again (large store: latents-only snapshot): the lossless video equals a straight run's."""
-    from relaxforcing.pipeline import Interrupted, Snapshots
+    from relaxforcing.resume import Snapshots
+    from relaxforcing.runner import Stopped, generate_videos
     from relaxforcing.snapshot import load_snapshot
 
     pipe = load_wan(*wan)
-    pipe.generate(PROMPTS[:1], [7], 2, [tmp_path / "straight.mp4"], crf=0)
+    generate_videos(pipe, PROMPTS[:1], [7], 2, [tmp_path / "straight.mp4"], crf=0)
     polls = iter([None, "SIGTERM"])
-    with pytest.raises(Interrupted):
-        pipe.generate(PROMPTS[:1], [7], 2, [tmp_path / "r.mp4"], crf=0, stop_requested=lambda: next(polls),
-                      snapshots=Snapshots(tmp_path / "state", every=0, store_limit_gb=store_limit_gb))
+    with pytest.raises(Stopped):
+        generate_videos(pipe, PROMPTS[:1], [7], 2, [tmp_path / "r.mp4"], crf=0, stop_requested=lambda: next(polls),
+                        snapshots=Snapshots(tmp_path / "state", every=0, store_limit_gb=store_limit_gb))
     saved = load_snapshot(tmp_path / "state")
     assert any(k.startswith("decoder.cache.") for k in saved.tensors) == (store_limit_gb > 0)
-    load_wan(*wan).generate(PROMPTS[:1], [7], 2, [tmp_path / "r.mp4"], crf=0, resume=saved)
+    generate_videos(load_wan(*wan), PROMPTS[:1], [7], 2, [tmp_path / "r.mp4"], crf=0, resume=saved)
     straight, resumed = (np.stack(list(iter_frames(tmp_path / n))) for n in ("straight.mp4", "r.mp4"))
     assert straight.shape == (1 + 4 * 8, 32, 64, 3) and np.array_equal(straight, resumed)  # 9 latents

@@ -64,8 +64,8 @@ def test_original_pth_naming_loads(tmp_path: Path, tiny_vae: AutoencoderKLWan, l
     assert vae.state_dict().keys() == tiny_vae.state_dict().keys()
     assert all(torch.equal(a, b) for a, b in zip(vae.state_dict().values(), tiny_vae.state_dict().values(),
                                                  strict=True))
-    assert torch.equal(WanVAEDecoder(vae).stream().decode(latents[:1, :, :2]),
-                       WanVAEDecoder(tiny_vae).stream().decode(latents[:1, :, :2]))
+    assert torch.equal(WanVAEDecoder(vae).chunk_decoder().decode(latents[:1, :, :2]),
+                       WanVAEDecoder(tiny_vae).chunk_decoder().decode(latents[:1, :, :2]))
 
 
 def test_diffusers_folder_loads_offline(tmp_path: Path, tiny_vae: AutoencoderKLWan, monkeypatch) -> None:
@@ -80,7 +80,7 @@ def test_diffusers_folder_loads_offline(tmp_path: Path, tiny_vae: AutoencoderKLW
 def test_streaming_decode_equals_whole_decode(tiny_vae: AutoencoderKLWan, latents: torch.Tensor,
                                               whole: torch.Tensor, chunks: list[int]) -> None:
     assert whole.shape == (2, 3, 1 + 4 * (latents.shape[2] - 1), 16, 32)
-    stream = WanVAEDecoder(tiny_vae).stream()
+    stream = WanVAEDecoder(tiny_vae).chunk_decoder()
     parts, start = [], 0
     for size in chunks:
         parts.append(stream.decode_pixels(latents[:, :, start:start + size]))
@@ -98,7 +98,7 @@ def test_uint8_frames(tiny_vae: AutoencoderKLWan, latents: torch.Tensor, whole: 
     assert torch.equal(frames, to_uint8_frames(whole))
     expected = ((whole.permute(0, 2, 3, 4, 1) + 1) * 127.5).round()
     assert torch.equal(frames.float(), expected)
-    assert (decoder.stream().decode(latents).int() - frames.int()).abs().max() <= 1
+    assert (decoder.chunk_decoder().decode(latents).int() - frames.int()).abs().max() <= 1
 
 
 def test_denormalize_uses_published_statistics(tiny_vae: AutoencoderKLWan) -> None:
@@ -108,7 +108,7 @@ def test_denormalize_uses_published_statistics(tiny_vae: AutoencoderKLWan) -> No
 
 
 def test_stream_rejects_a_changed_batch(tiny_vae: AutoencoderKLWan, latents: torch.Tensor) -> None:
-    stream = WanVAEDecoder(tiny_vae).stream()
+    stream = WanVAEDecoder(tiny_vae).chunk_decoder()
     stream.decode(latents[:, :, :1])
     with pytest.raises(ValueError, match="batch size changed"):
         stream.decode(latents[:1, :, 1:2])
@@ -132,15 +132,15 @@ def test_wan22_vae_is_refused() -> None:
 
 def test_decoder_state_survives_a_snapshot(tiny_vae: AutoencoderKLWan, latents: torch.Tensor, tmp_path: Path) -> None:
     """A stream stopped after two latents, saved to disk and loaded into a new decoder, goes on bit for bit."""
-    straight = WanVAEDecoder(tiny_vae).stream()
+    straight = WanVAEDecoder(tiny_vae).chunk_decoder()
     straight.decode_pixels(latents[:, :, :2])
     expected = straight.decode_pixels(latents[:, :, 2:])
 
-    first = WanVAEDecoder(tiny_vae).stream()
+    first = WanVAEDecoder(tiny_vae).chunk_decoder()
     first.decode_pixels(latents[:, :, :2])
     assert any(k.startswith("cache.") for k in first.state_dict())
     save_snapshot(tmp_path, {"chunk_index": 1}, first.state_dict())
-    second = WanVAEDecoder(tiny_vae).stream()
+    second = WanVAEDecoder(tiny_vae).chunk_decoder()
     second.load_state_dict(load_snapshot(tmp_path).tensors)
     assert torch.equal(second.decode_pixels(latents[:, :, 2:]), expected)
     with pytest.raises(ValueError, match="batch size changed"):  # the restored stream knows its batch

@@ -13,42 +13,13 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from relaxforcing.prompts import read_prompts, slug
+
 if TYPE_CHECKING:
     from relaxforcing.snapshot import Snapshot
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Long autoregressive video generation with structured KV memory (Relax Forcing and peers).")
-
-MAX_PROMPT_CHARS = 2000
-
-
-def slug(text: str, limit: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:limit] or "video"
-
-
-def read_prompts(prompt: str | None, prompts_file: Path | None) -> list[str]:
-    """The prompt argument or the non-empty lines of a prompt file (MovieGen style: one prompt per line)."""
-    if (prompt is None) == (prompts_file is None):
-        raise ValueError("give exactly one of PROMPT or --prompts FILE")
-    if prompts_file is not None:
-        if not prompts_file.is_file():
-            raise ValueError(f"prompt file {prompts_file} does not exist")
-        try:
-            text = prompts_file.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise ValueError(f"prompt file {prompts_file} is not UTF-8 text") from None
-        prompts = [line.strip() for line in text.splitlines() if line.strip()]
-        if not prompts:
-            raise ValueError(f"prompt file {prompts_file} holds no prompts")
-    else:
-        prompts = [prompt]
-    for p in prompts:
-        if not p.strip():
-            raise ValueError("the prompt is empty")
-        if len(p) > MAX_PROMPT_CHARS:
-            raise ValueError(f"a prompt is {len(p)} characters long; the limit is {MAX_PROMPT_CHARS}")
-    return prompts
-
 
 @dataclass
 class GenerateRun:
@@ -216,10 +187,11 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
     """Generate ``run``'s videos this rank owns (skipping finished ones), continuing ``snapshot``'s batch first."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from relaxforcing.bundles import load_pipeline
     from relaxforcing.distributed import process_group, shard
-    from relaxforcing.interrupts import stop_on_signals
-    from relaxforcing.pipeline import Interrupted, Snapshots
+    from relaxforcing.interrupts import Interrupted, stop_on_signals
+    from relaxforcing.loaders import load_pipeline
+    from relaxforcing.resume import Snapshots
+    from relaxforcing.runner import Stopped, generate_videos
     from relaxforcing.snapshot import clear_snapshot
     from relaxforcing.video import partial_path
 
@@ -254,9 +226,7 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
         pipe = load_pipeline(checkpoint=run.checkpoint, wan_dir=run.wan_dir, lora=run.lora, device=device,
                              size=run.size)
         pipe.latent_frames(run.seconds)  # validate before any work
-        prepare = getattr(pipe, "prepare", None)
-        if prepare is not None:  # encode this rank's prompts with one text-encoder load, before the DiT runs
-            prepare([p for p, _, _ in todo])
+        pipe.prepare([p for p, _, _ in todo])  # umT5: this rank's prompts with one encoder load, before the DiT
         state_dir = run.state_dir()
         snapshots = Snapshots(state_dir, every=run.snapshot_every if run.state else 0)
         columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("chunk {task.completed}/{task.total}"),
@@ -271,24 +241,22 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
                 outputs = [path for _, _, path in batch]
                 snapshots.extra = {"run": run.to_json()}
                 try:
-                    stats = pipe.generate([p for p, _, _ in batch], [s for _, s, _ in batch], run.seconds, outputs,
-                                          memory=run.memory, trace_path=run.trace_path(outputs[0]), progress=report,
-                                          crf=run.crf, snapshots=snapshots, stop_requested=stop,
-                                          resume=snapshot if outputs == resumed else None)
-                except Interrupted as stopped:
+                    stats = generate_videos(pipe, [p for p, _, _ in batch], [s for _, s, _ in batch], run.seconds,
+                                            outputs, memory=run.memory, trace_path=run.trace_path(outputs[0]),
+                                            progress=report, crf=run.crf, snapshots=snapshots, stop_requested=stop,
+                                            resume=snapshot if outputs == resumed else None)
+                except Stopped as stopped:
                     progress.stop()
                     partial = ", ".join(str(p) for p in stopped.partial_videos)
-                    print(f"error: {stopped}; playable partial video: {partial}; resume with: "
-                          f"relaxforcing generate --resume {run.state_base()}", file=sys.stderr)
-                    sys.exit(stop.exit_code())
+                    raise Interrupted(f"{stopped}; playable partial video: {partial}; resume with: "
+                                      f"relaxforcing generate --resume {run.state_base()}", stopped.signal) from None
                 run.completed += [str(p) for p in outputs]
                 clear_snapshot(state_dir)
                 for path in outputs:
-                    progress.console.print(f"wrote {path} ({stats['video_frames']} frames, {stats['fps']:.1f} fps)")
+                    progress.console.print(f"wrote {path} ({stats.video_frames} frames, {stats.fps:.1f} fps)")
                 if stop():  # asked to stop between two batches: nothing is half done
-                    print(f"error: interrupted ({stop()}); finished videos are kept; run the same command again to "
-                          "make the rest", file=sys.stderr)
-                    sys.exit(stop.exit_code())
+                    raise Interrupted(f"interrupted ({stop()}); finished videos are kept; run the same command "
+                                      "again to make the rest", stop())
 
 
 @app.command("train-toy")
@@ -303,7 +271,7 @@ def train_toy(
                                                         "ones in relaxforcing/weights), keeping their codec.")] = None,
 ) -> None:
     """Train the embedded toy model on the procedural world (resumable, time-boxed)."""
-    from relaxforcing.interrupts import stop_on_signals
+    from relaxforcing.interrupts import Interrupted, stop_on_signals
     from relaxforcing.toyworld.train import TrainConfig, export, train
 
     if steps < 1 or batch < 1 or not time_budget > 0:
@@ -317,9 +285,8 @@ def train_toy(
     with stop_on_signals("training step") as stop:
         result = train(run_dir, config, time_budget, device=device, init_from=init_from, stop_requested=stop)
     if stop() and not result["done"]:
-        print(f"error: interrupted ({stop()}) at step {result['step']} of {steps}; the checkpoint is saved in "
-              f"{run_dir}; run the same command again to resume", file=sys.stderr)
-        sys.exit(stop.exit_code())
+        raise Interrupted(f"interrupted ({stop()}) at step {result['step']} of {steps}; the checkpoint is saved in "
+                          f"{run_dir}; run the same command again to resume", stop())
     print(f"step {result['step']} of {steps}" + (" (done)" if result["done"] else " (run again to resume)"))
     if export_to is not None:
         print(f"exported {export(run_dir, export_to, config)}")
@@ -338,7 +305,7 @@ def bench(
 ) -> None:
     """Time self-attention, DiT, decode and end-to-end generation per memory policy, side by side."""
     from relaxforcing.bench.run import markdown, run_bench
-    from relaxforcing.bundles import load_pipeline, random_pipeline
+    from relaxforcing.loaders import load_pipeline, random_pipeline
     from relaxforcing.memory import build_policy
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
@@ -363,9 +330,11 @@ def _register_extensions() -> None:
     """Commands whose modules own their options: the viewer (``serve``), ``eval`` and ``sweep``."""
     from relaxforcing.evaluation.cli import register as register_eval
     from relaxforcing.server.cli import register as register_serve
+    from relaxforcing.sweep import register as register_sweep
 
     register_serve(app)
     register_eval(app)
+    register_sweep(app)
 
 
 _register_extensions()
@@ -377,8 +346,13 @@ def one_line(error: BaseException) -> str:
 
 def main() -> None:
     """Entry point: usage and library errors become one line on stderr and a non-zero exit, never a traceback."""
+    from relaxforcing.interrupts import Interrupted
+
     try:
         code = app(standalone_mode=False)
+    except Interrupted as stopped:
+        print(f"error: {stopped}", file=sys.stderr)
+        sys.exit(stopped.exit_code)
     except (KeyboardInterrupt, typer.Abort):
         print("error: interrupted", file=sys.stderr)
         sys.exit(130)

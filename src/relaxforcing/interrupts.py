@@ -21,10 +21,6 @@ class StopRequest:
     def __call__(self) -> str | None:
         return self.signal
 
-    def exit_code(self) -> int:
-        """The shell's convention for death by this signal (130 for SIGINT, 143 for SIGTERM)."""
-        return 128 + int(signal.Signals[self.signal]) if self.signal else 1
-
     def _handle(self, signum: int, frame: object) -> None:
         if self.signal is not None:
             raise KeyboardInterrupt  # the second request: stop now (open videos still close as playable)
@@ -47,3 +43,19 @@ def stop_on_signals(unit: str = "chunk") -> Iterator[StopRequest]:
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+class Interrupted(Exception):
+    """Work stopped on request at a clean boundary (after a whole chunk, video or training step).
+
+    Library code raises it; ``cli.main`` prints it as one line and exits with :attr:`exit_code`.
+    """
+
+    def __init__(self, message: str, signal_name: str | None):
+        super().__init__(message)
+        self.signal = signal_name
+
+    @property
+    def exit_code(self) -> int:
+        """The shell's convention for death by the signal (130 for SIGINT, 143 for SIGTERM); 1 without one."""
+        return 128 + int(signal.Signals[self.signal]) if self.signal else 1

@@ -14,6 +14,7 @@ import torch
 
 from relaxforcing.memory import build_policy
 from relaxforcing.model.attention import attention
+from relaxforcing.output import VideoOutput
 from relaxforcing.pipeline import VideoPipeline
 from relaxforcing.video import VideoWriter
 
@@ -78,26 +79,23 @@ def bench_policy(
     timer = Timer(device)
     num_frames = pipe.latent_frames(seconds)
     chunk = pipe.model.config.chunk_frames
-    steady = build_policy(policy, chunk).select(_FakeStore(), num_frames - chunk)
+    steady = build_policy(policy, chunk).select(_SteadyStateStore(num_frames - chunk), num_frames - chunk)
     attended = steady.frames.shape[1] + chunk
     forwards = len(pipe.schedule.steps) + 1
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
-    sampler = pipe.sampler(policy)
-    context = pipe.encode_text([prompt])
-    decoder = pipe.codec.stream()
+    session = pipe.session([prompt], [0], num_frames, policy)
     dit_s = decode_s = 0.0
     frames_out = 0
     first_frame = None
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, VideoWriter(Path(tmp) / "bench.mp4", pipe.fps, pipe.upscale) as out:
-        store = sampler.new_store(1, pipe.latent_hw)
-        stream = sampler.stream(context, [0], pipe.latent_hw, num_frames=num_frames, store=store)
-        for index in range(num_frames // chunk):
-            t_dit, result = timer(lambda: next(stream))
-            t_dec, frames = timer(lambda: decoder.decode(result.latents).cpu().numpy())  # noqa: B023
-            out.write(frames[0])  # encoded on the writer's thread while the next chunk runs
-            if index == 0:  # the first chunk pays for warm-up (kernel selection, allocations): not counted
+        output = VideoOutput(pipe.codec.chunk_decoder(), [out])
+        while not session.done:
+            t_dit, result = timer(session.next_chunk)
+            t_dec, frames = timer(lambda: output.decode(result))  # noqa: B023
+            output.write(frames)  # encoded on the writer's thread while the next chunk runs
+            if result.index == 0:  # the first chunk pays for warm-up (kernel selection, allocations): not counted
                 first_frame = time.perf_counter() - began
                 out.flush()
                 steady_began = time.perf_counter()
@@ -107,6 +105,7 @@ def bench_policy(
         out.flush()
         wall_s = time.perf_counter() - steady_began
     chunks = num_frames // chunk - 1
+    store = session.store
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else store.nbytes()
     return BenchResult(
         policy=policy, seconds=seconds, attended_frames=attended,
@@ -117,10 +116,13 @@ def bench_policy(
     )
 
 
-class _FakeStore:
-    """Enough of a store for a policy's steady-state layout (frame choice, not scores, matters for timing)."""
+class _SteadyStateStore:
+    """A ``StoreView`` for a policy's steady-state layout (frame choice, not scores, matters for timing)."""
 
     batch = 1
+
+    def __init__(self, num_frames: int):
+        self.num_frames = num_frames
 
     def prototypes(self, frames: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.normalize(torch.ones(1, 8) + frames.float().mean(), dim=-1)

@@ -18,6 +18,8 @@ LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.55
 LATENT_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
               3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
 """Per-channel std of Wan2.1 VAE latents."""
+FRAMES_PER_LATENT = 4
+"""VAE time stride: each latent after the first decodes to 4 frames, the first to 1."""
 
 WAN21_VAE_CONFIG: dict = {
     "base_dim": 96,
@@ -98,13 +100,19 @@ class WanVAEDecoder:
         """A whole latent video ``[B, z, F, h, w]`` -> frames ``[B, 1 + 4(F-1), 8h, 8w, 3]`` uint8."""
         return to_uint8_frames(self.vae.decode(self.denormalize(latents)).sample)
 
-    def stream(self) -> VAEDecodeStream:
+    def chunk_decoder(self) -> VAEChunkDecoder:
         """A fresh streaming decoder: over consecutive chunks it gives :meth:`decode` of their concatenation
         (to float rounding: the 1x1x1 post-quant conv runs per chunk, so a uint8 value may differ by 1)."""
-        return VAEDecodeStream(self)
+        return VAEChunkDecoder(self)
+
+    def video_frames(self, latent_frames: int) -> int:
+        """``1 + 4(F - 1)``: the first latent decodes to 1 frame, every later one to 4."""
+        if latent_frames < 1:
+            raise ValueError(f"latent_frames must be >= 1, got {latent_frames}")
+        return 1 + FRAMES_PER_LATENT * (latent_frames - 1)
 
 
-class VAEDecodeStream:
+class VAEChunkDecoder:
     """Chunk-by-chunk decoding that keeps the decoder's causal-conv feature cache between calls.
 
     Drives diffusers' decoder exactly as `AutoencoderKLWan._decode` does (one latent frame per call, a list of

@@ -2,15 +2,23 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import torch
 
 from relaxforcing.memory.view import MemoryView
 from relaxforcing.model.rope import apply_rope, rope_factors, rotation_dtype
 
-if TYPE_CHECKING:
-    from relaxforcing.memory.store import FrameStore
+
+class KVSource(Protocol):
+    """Where a reader gathers from (a :class:`~relaxforcing.memory.store.FrameStore`)."""
+
+    k: torch.Tensor
+    """The key buffer: its device and dtype are the reader's."""
+
+    def gather(self, layer: int, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values of ``frames`` ``[B, N]`` for one layer, as ``[B, N*T, H, D]``."""
+        ...
 
 
 class MemoryReader:
@@ -20,7 +28,7 @@ class MemoryReader:
     layer's gathered, rotated keys are computed on first use and reused for the rest of the chunk.
     """
 
-    def __init__(self, store: FrameStore, view: MemoryView, grid_hw: tuple[int, int], head_dim: int):
+    def __init__(self, store: KVSource, view: MemoryView, grid_hw: tuple[int, int], head_dim: int):
         self.store = store
         self.frames = view.frames
         device = store.k.device

@@ -20,7 +20,7 @@ from relaxforcing.model.attention import attention
 from relaxforcing.model.config import WanConfig
 from relaxforcing.model.rope import apply_rope, rope_factors, rotation_dtype
 
-KVSink = Callable[[int, torch.Tensor, torch.Tensor], None]
+KVCapture = Callable[[int, torch.Tensor, torch.Tensor], None]
 """Receives ``(layer, k, v)`` with un-roped ``[B, L, H, D]`` keys and values of the current tokens."""
 
 
@@ -72,7 +72,7 @@ class SelfAttentionInputs:
     """Cached keys/values attended before the current tokens (incremental path)."""
     mask: torch.Tensor | None = None
     """``[B or 1, 1, Lq, Lk]`` bool attention mask over [memory | current] keys; None = attend to all."""
-    kv_sink: KVSink | None = None
+    capture_kv: KVCapture | None = None
     """Called with each layer's un-roped current keys and values (used to commit a chunk to memory)."""
 
 
@@ -92,8 +92,8 @@ class SelfAttention(nn.Module):
         q = self.norm_q(self.q(x)).unflatten(-1, heads)  # [B, Lq, H, D]
         k = self.norm_k(self.k(x)).unflatten(-1, heads)
         v = self.v(x).unflatten(-1, heads)
-        if inputs.kv_sink is not None:
-            inputs.kv_sink(layer, k, v)
+        if inputs.capture_kv is not None:
+            inputs.capture_kv(layer, k, v)
         q, k = apply_rope(q, inputs.rope), apply_rope(k, inputs.rope)
         mask = inputs.mask
         if inputs.memory is not None:
@@ -328,7 +328,7 @@ class CausalWanModel(nn.Module):
         context_kv: list[tuple[torch.Tensor, torch.Tensor]],
         query_positions: torch.Tensor,
         memory: MemoryKV | None = None,
-        kv_sink: KVSink | None = None,
+        capture_kv: KVCapture | None = None,
     ) -> torch.Tensor:
         """Denoise one chunk against a memory of cached frames.
 
@@ -337,7 +337,7 @@ class CausalWanModel(nn.Module):
             context_kv: from :meth:`encode_context`.
             query_positions: ``[f]`` or ``[B, f]`` temporal RoPE positions of the chunk's frames.
             memory: keys/values of the attended cached frames (rotated by the memory itself), or None.
-            kv_sink: receives each layer's un-roped keys and values of this chunk (to commit it).
+            capture_kv: receives each layer's un-roped keys and values of this chunk (to commit it).
 
         Returns:
             ``[B, C_out, f, H, W]`` flow prediction.
@@ -347,5 +347,5 @@ class CausalWanModel(nn.Module):
         positions = query_positions if query_positions.ndim == 2 else query_positions[None]
         dtype = rotation_dtype(self.patch_embedding.weight.dtype)
         rope = rope_factors(positions.to(x.device), grid, self.config.head_dim, dtype)
-        inputs = SelfAttentionInputs(rope=rope, memory=memory, kv_sink=kv_sink)
+        inputs = SelfAttentionInputs(rope=rope, memory=memory, capture_kv=capture_kv)
         return self._run(x, t, context_kv, inputs)

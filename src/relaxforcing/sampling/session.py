@@ -1,18 +1,15 @@
-"""StreamSession: a stream driven one chunk at a time whose prompt can be switched at chunk boundaries."""
+"""StreamSession: the one chunk driver. Every loop that makes video (generate, sweep, viewer, bench, toy report)
+pulls chunks from a session."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 
 from relaxforcing.memory.store import FrameStore
 from relaxforcing.memory.view import MemoryView
-from relaxforcing.sampling.stream import Chunk, StreamSampler
-
-if TYPE_CHECKING:
-    from relaxforcing.pipeline import VideoPipeline
+from relaxforcing.sampling.sampler import Chunk, ChunkSampler, CrossKV
 
 DEFAULT_RECACHE_FRAMES = 12
 """Latent frames re-encoded after a prompt switch (LongLive's local attention window, 12 latent frames)."""
@@ -21,69 +18,72 @@ DEFAULT_RECACHE_FRAMES = 12
 class StreamSession:
     """One batch of videos generated chunk by chunk; owns its frame store, cross-attention K/V and generators.
 
-    Until a prompt switch, chunk i equals chunk i of :meth:`StreamSampler.stream` for the same context and seeds
-    (the same ``denoise_chunk`` calls in the same order). :meth:`switch_prompt` works LongLive-style at a chunk
-    boundary: the new prompt's cross-attention K/V replace the old ones, then the DiT runs once at t = 0 over the
-    last ``recache_frames`` committed clean latents with the new context, block-causally (each chunk-aligned group
-    attends to the recached frames before it, at their true positions), and their K/V overwrite the store's.
-    Frames older than the recache window keep their K/V. The session keeps a ring of the last ``keep_latents``
-    clean latent frames for this.
+    :meth:`next_chunk` denoises the next chunk and commits it to the store, except the last chunk of a finite
+    stream (nothing attends to it). Between two chunks the session can switch its prompt (:meth:`switch_prompt`),
+    be saved (:meth:`state_tensors` / :meth:`state_meta`) and be restored into a fresh session (:meth:`restore`,
+    after :meth:`replay` when the snapshot holds clean latents instead of the store): a restored session continues
+    bit for bit.
+
+    :meth:`switch_prompt` works LongLive-style: the new prompt's cross-attention K/V replace the old ones, then the
+    DiT runs once at t = 0 over the last ``recache_frames`` committed clean latents with the new context,
+    block-causally (each chunk-aligned group attends to the recached frames before it, at their true positions),
+    and their K/V overwrite the store's. Frames older than the recache window keep their K/V.
 
     Args:
         sampler: the model, memory policy and schedule.
-        encode_text: prompts -> ``[B, L, text_dim]`` embeddings.
-        prompts: one per sample.
+        context: ``[B, L, text_dim]`` text embeddings, one row per sample.
         seeds: one per sample; a sample's video depends only on its prompt(s) and seed.
         latent_hw: latent height and width.
         num_frames: latent frames to make (a multiple of the chunk size), or None for an endless stream.
-        keep_latents: most latent frames a prompt switch can re-encode.
+        prompts: the prompts behind ``context`` (reported by :attr:`prompts`).
+        encode_text: prompts -> context, needed by :meth:`switch_prompt`.
+        keep_latents: most committed latent frames a prompt switch can re-encode (kept on the device).
+        record_latents: keep every committed chunk's clean latents on the host (for snapshots that replay).
+        store: an empty store to fill (default: a new one sized by the policy).
     """
 
     def __init__(
         self,
-        sampler: StreamSampler,
-        encode_text: Callable[[list[str]], torch.Tensor],
-        prompts: Sequence[str],
+        sampler: ChunkSampler,
+        context: torch.Tensor,
         seeds: Sequence[int],
         latent_hw: tuple[int, int],
         num_frames: int | None = None,
-        keep_latents: int = DEFAULT_RECACHE_FRAMES,
+        *,
+        prompts: Sequence[str] | None = None,
+        encode_text: Callable[[list[str]], torch.Tensor] | None = None,
+        keep_latents: int = 0,
+        record_latents: bool = False,
+        store: FrameStore | None = None,
     ):
-        f = sampler.policy.chunk_frames
-        if len(prompts) != len(seeds) or not prompts:
-            raise ValueError(f"{len(prompts)} prompts and {len(seeds)} seeds must match and be at least one")
+        f = sampler.chunk_frames
+        if context.ndim != 3 or context.shape[0] != len(seeds) or not seeds:
+            raise ValueError(f"{len(seeds)} seeds for a context of {context.shape[0] if context.ndim else 0} "
+                             "prompts; give one seed per prompt, at least one")
+        if prompts is not None and len(prompts) != len(seeds):
+            raise ValueError(f"{len(prompts)} prompts and {len(seeds)} seeds must match")
         if num_frames is not None and (num_frames <= 0 or num_frames % f):
             raise ValueError(f"num_frames={num_frames} must be a positive multiple of the chunk size {f}")
         if keep_latents < 0:
             raise ValueError(f"keep_latents={keep_latents} must be >= 0")
         self.sampler = sampler
-        self.encode_text = encode_text
         self.latent_hw = latent_hw
         self.num_frames = num_frames
+        self.prompts = list(prompts) if prompts is not None else None
+        self.encode_text = encode_text
         self.keep_latents = keep_latents
-        self.prompts = list(prompts)
+        self.record_latents = record_latents
         self.index = 0
         """Index of the next chunk."""
-        context = encode_text(self.prompts)
         with torch.no_grad():
-            self.cross_kv = sampler.model.encode_context(context.to(sampler.device))
-        self.store: FrameStore = sampler.new_store(len(prompts), latent_hw)
+            self.cross_kv: CrossKV = sampler.model.encode_context(context.to(sampler.device))
+        if store is not None and (store.num_frames or store.batch != len(seeds)):
+            raise ValueError(f"a new session needs an empty store for {len(seeds)} samples; this one holds "
+                             f"{store.num_frames} frames of {store.batch} samples")
+        self.store: FrameStore = store if store is not None else sampler.new_store(len(seeds), latent_hw)
         self.generators = [torch.Generator(sampler.device).manual_seed(int(s)) for s in seeds]
-        self._latents: torch.Tensor | None = None  # [B, C, n <= keep_latents, H, W], ends at store.num_frames
-
-    @classmethod
-    def from_pipeline(
-        cls,
-        pipeline: VideoPipeline,
-        prompts: Sequence[str],
-        seeds: Sequence[int],
-        memory: str = "relax",
-        num_frames: int | None = None,
-        keep_latents: int = DEFAULT_RECACHE_FRAMES,
-    ) -> StreamSession:
-        """A session on ``pipeline``'s model and text encoder with the memory policy ``memory`` (a spec)."""
-        return cls(pipeline.sampler(memory), pipeline.encode_text, prompts, seeds, pipeline.latent_hw, num_frames,
-                   keep_latents)
+        self._recent: torch.Tensor | None = None  # [B, C, n <= keep_latents, H, W], ends at store.num_frames
+        self._recorded: list[torch.Tensor] = []  # host copies of every committed chunk's clean latents
 
     @property
     def batch(self) -> int:
@@ -94,23 +94,39 @@ class StreamSession:
         return self.store.num_frames
 
     @property
+    def total_chunks(self) -> int | None:
+        return None if self.num_frames is None else self.num_frames // self.sampler.chunk_frames
+
+    @property
     def done(self) -> bool:
-        return self.num_frames is not None and self.index * self.sampler.policy.chunk_frames >= self.num_frames
+        return self.total_chunks is not None and self.index >= self.total_chunks
+
+    def __iter__(self) -> Iterator[Chunk]:
+        """The remaining chunks, in order (endless for an endless stream)."""
+        while not self.done:
+            yield self.next_chunk()
 
     def next_chunk(self) -> Chunk:
         """Denoise, commit and return the next chunk; the last chunk of a finite stream is not committed."""
         if self.done:
             raise RuntimeError(f"the stream is finished ({self.num_frames} latent frames made)")
-        f = self.sampler.policy.chunk_frames
-        last = self.num_frames is not None and (self.index + 1) * f >= self.num_frames
-        with torch.no_grad():
-            chunk = self.sampler.denoise_chunk(self.store, self.cross_kv, self.generators, self.latent_hw,
-                                               self.index, commit=not last)
-        if not last and self.keep_latents:
-            kept = chunk.latents if self._latents is None else torch.cat([self._latents, chunk.latents], dim=2)
-            self._latents = kept[:, :, -self.keep_latents:]
+        last = self.total_chunks is not None and self.index + 1 == self.total_chunks
+        chunk = self.sampler.denoise_chunk(self.store, self.cross_kv, self.generators, self.latent_hw, self.index,
+                                           commit=not last)
+        if not last:
+            self._remember(chunk.latents)
         self.index += 1
         return chunk
+
+    def _remember(self, latents: torch.Tensor) -> None:
+        """Keep committed clean latents ``[B, C, f, H, W]`` for prompt switches and replay snapshots."""
+        if self.keep_latents:
+            kept = latents if self._recent is None else torch.cat([self._recent, latents], dim=2)
+            self._recent = kept[:, :, -self.keep_latents:]
+        if self.record_latents:
+            self._recorded.append(latents.cpu())
+
+    # ---- prompt switching ---------------------------------------------------------------------------------------
 
     def switch_prompt(self, prompts: str | Sequence[str], recache_frames: int | None = None) -> int:
         """Use ``prompts`` (one, or one per sample) from the next chunk on; returns the frames re-encoded.
@@ -119,6 +135,8 @@ class StreamSession:
             ValueError: the text encoder rejects a prompt, the prompt count is wrong, or ``recache_frames`` is
                 outside ``0..keep_latents``; nothing has changed then.
         """
+        if self.encode_text is None:
+            raise RuntimeError("this session was made without a text encoder; use switch_context")
         prompts = [prompts] * self.batch if isinstance(prompts, str) else list(prompts)
         if len(prompts) != self.batch:
             raise ValueError(f"{len(prompts)} prompts for a batch of {self.batch}")
@@ -141,25 +159,25 @@ class StreamSession:
         self.cross_kv = cross_kv
         return recached
 
-    def _recache(self, cross_kv: list[tuple[torch.Tensor, torch.Tensor]], n: int) -> int:
+    def _recache(self, cross_kv: CrossKV, n: int) -> int:
         """Re-encode the last ``n`` (at most those kept and still held) committed frames under ``cross_kv``."""
         end = self.store.num_frames
-        kept = 0 if self._latents is None else self._latents.shape[2]
+        kept = 0 if self._recent is None else self._recent.shape[2]
         first = end
         while first > end - min(n, kept) and self.store.holds(first - 1):
             first -= 1
         if first == end:
             return 0
-        f = self.sampler.policy.chunk_frames
+        f = self.sampler.chunk_frames
         bounds = [first, *range((first // f + 1) * f, end, f), end]  # groups on the chunk grid
         for s, e in zip(bounds[:-1], bounds[1:], strict=True):
-            keys, values = self._encode_frames(self._latents[:, :, kept - (end - s): kept - (end - e)], s,
+            keys, values = self._encode_frames(self._recent[:, :, kept - (end - s): kept - (end - e)], s,
                                                list(range(first, s)), cross_kv)
             self.store.rewrite(s, keys, values)
         return end - first
 
     def _encode_frames(
-        self, x: torch.Tensor, start: int, earlier: list[int], cross_kv: list[tuple[torch.Tensor, torch.Tensor]]
+        self, x: torch.Tensor, start: int, earlier: list[int], cross_kv: CrossKV
     ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         """Per-layer K/V ``[B, n*T, H, D]`` of clean latents ``x`` ``[B, C, n, H, W]`` (frames ``start..``) at
         t = 0, attending to the stored ``earlier`` frames at their own positions."""
@@ -173,5 +191,46 @@ class StreamSession:
         values: list[torch.Tensor] = []
         t = torch.zeros(self.batch, x.shape[2], device=self.sampler.device)
         model.forward_chunk(x, t, cross_kv, torch.arange(start, start + x.shape[2]), memory=memory,
-                            kv_sink=lambda layer, k, v: (keys.append(k), values.append(v)))
+                            capture_kv=lambda layer, k, v: (keys.append(k), values.append(v)))
         return keys, values
+
+    # ---- snapshots ----------------------------------------------------------------------------------------------
+
+    def recorded_latents(self) -> torch.Tensor:
+        """``[B, C, committed frames, H, W]``: every committed frame's clean latents (needs ``record_latents``)."""
+        if not self.record_latents:
+            raise RuntimeError("this session does not record its latents (record_latents=False)")
+        latents = torch.cat(self._recorded, dim=2) if self._recorded else None
+        if latents is None or latents.shape[2] != self.store.num_frames:
+            held = 0 if latents is None else latents.shape[2]
+            raise ValueError(f"{held} clean latents kept for {self.store.num_frames} committed frames")
+        return latents
+
+    def state_tensors(self, with_store: bool = True) -> dict[str, torch.Tensor]:
+        """The session's state as named CPU tensors (with :meth:`state_meta`); ``with_store=False`` leaves out the
+        store's buffers (a restore then needs :meth:`replay` first)."""
+        out = {f"store.{k}": v.cpu() for k, v in self.store.state_tensors().items()} if with_store else {}
+        out.update({f"generator.{i}": g.get_state() for i, g in enumerate(self.generators)})
+        return out
+
+    def state_meta(self) -> dict:
+        return {"chunk_index": self.index, **self.store.state_meta()}
+
+    def replay(self, latents: torch.Tensor) -> None:
+        """Rebuild the (empty) store from the clean latents ``[B, C, F, h, w]`` of the frames committed so far."""
+        self.sampler.replay(self.store, self.cross_kv, latents, self.latent_hw)
+        for chunk in latents.split(self.sampler.chunk_frames, dim=2):
+            self._remember(chunk.to(self.sampler.device))
+
+    def restore(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
+        """Load a state saved by :meth:`state_tensors` / :meth:`state_meta`. A state without the store's buffers
+        needs the store rebuilt by :meth:`replay` first; it is checked against the saved map."""
+        if "store.k" in tensors:
+            self.store.load_state({k.removeprefix("store."): v for k, v in tensors.items()
+                                   if k.startswith("store.")}, meta)
+        elif self.store.state_meta() != {"num_frames": meta["num_frames"], "slot_frame": meta["slot_frame"]}:
+            raise ValueError(f"the replayed frame store ({self.store.num_frames} frames) does not match the saved "
+                             f"one ({meta['num_frames']} frames)")
+        for i, generator in enumerate(self.generators):
+            generator.set_state(tensors[f"generator.{i}"])
+        self.index = int(meta["chunk_index"])

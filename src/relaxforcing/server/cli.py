@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
         except ImportError as error:
             raise ImportError(f"`relaxforcing serve` needs the serve extra (pip install 'relaxforcing[serve]'): "
                               f"{error}") from None
-        from relaxforcing.bundles import load_pipeline
+        from relaxforcing.loaders import load_pipeline
 
         with listen(host, port) as listener:
             pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device)

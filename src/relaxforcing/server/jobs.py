@@ -18,8 +18,9 @@ import cv2
 import numpy as np
 
 from relaxforcing.memory import build_policy
+from relaxforcing.output import VideoOutput
 from relaxforcing.pipeline import VideoPipeline
-from relaxforcing.sampling.session import StreamSession
+from relaxforcing.sampling import StreamSession
 from relaxforcing.video import VideoWriter, partial_path
 
 MAX_PANES = 2
@@ -151,9 +152,8 @@ class Job:
 
     def _generate(self) -> str:
         pipe, req = self.pipeline, self.request
-        sessions = [StreamSession.from_pipeline(pipe, [req.prompt], [req.seed], memory, self.num_frames,
-                                                keep_latents=MAX_RECACHE_FRAMES) for memory in req.memories]
-        decoders = [pipe.codec.stream() for _ in sessions]
+        sessions = [pipe.session([req.prompt], [req.seed], self.num_frames, memory, keep_latents=MAX_RECACHE_FRAMES)
+                    for memory in req.memories]
         self.folder.mkdir(parents=True, exist_ok=True)
         self.send({"type": "started", "job": self.id, "seq": self.seq, "fps": pipe.fps, "upscale": pipe.upscale,
                    "chunk_frames": pipe.model.config.chunk_frames, "frames_per_latent": pipe.frames_per_latent,
@@ -162,20 +162,21 @@ class Job:
         began = time.perf_counter()
         video_frames = [0] * len(sessions)
         with ExitStack() as stack:
-            writers = [stack.enter_context(VideoWriter(p, fps=pipe.fps, upscale=pipe.upscale)) for p in self.paths]
+            outputs = [VideoOutput(pipe.codec.chunk_decoder(), [stack.enter_context(VideoWriter(p, fps=pipe.fps,
+                                                                                          upscale=pipe.upscale))])
+                       for p in self.paths]
             for index in range(self.total_chunks):
                 if self._stop.is_set():
                     return "stopped"
                 self._apply_switch(sessions, index)
-                for pane, (session, decoder, writer) in enumerate(zip(sessions, decoders, writers, strict=True)):
+                for pane, (session, output) in enumerate(zip(sessions, outputs, strict=True)):
                     if self._stop.is_set():
                         return "stopped"
                     tick = time.perf_counter()
                     chunk = session.next_chunk()
-                    chunk.check_finite()
-                    frames = decoder.decode(chunk.latents).cpu().numpy()[0]  # [T, H, W, 3]
+                    frames = output.decode(chunk)[0]  # [T, H, W, 3]
                     compute_ms = 1000 * (time.perf_counter() - tick)
-                    writer.write(frames)
+                    output.write(frames[None])
                     self.send({"type": "chunk", "job": self.id, "seq": self.seq, "pane": pane, "chunk": chunk.index,
                                "start": chunk.start, "first_frame": video_frames[pane], "frames": len(frames),
                                "compute_ms": round(compute_ms, 1),

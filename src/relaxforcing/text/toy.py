@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import math
+import re
 import zlib
 from collections.abc import Sequence
 
 import torch
-
-from relaxforcing.toyworld.captions import VOCABULARY, caption_words
 
 TEXT_LEN = 24
 """Tokens per prompt (one per word); rows past the prompt are zero."""
@@ -16,22 +16,51 @@ TEXT_DIM = 64
 """Width of each token vector."""
 
 
+def split_words(text: str, vocabulary: Sequence[str]) -> list[str]:
+    """Lower-case ``text``, drop punctuation and split it into words of ``vocabulary``.
+
+    Raises:
+        ValueError: A word is not in the vocabulary; the message names it, suggests the nearest word and lists
+            the vocabulary.
+    """
+    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
+    for word in words:
+        if word not in vocabulary:
+            near = difflib.get_close_matches(word, vocabulary, n=1)
+            hint = f" (did you mean {near[0]!r}?)" if near else ""
+            raise ValueError(f"unknown word {word!r} in {text!r}{hint}; the vocabulary is: {', '.join(vocabulary)}")
+    return words
+
+
 class ToyTextEncoder:
-    """Encodes toy-world prompts to ``[B, 24, 64]`` without trained weights, like the umT5 path in shape.
+    """Encodes prompts of a closed vocabulary to ``[B, 24, 64]`` without trained weights, like umT5 in shape.
 
     Token ``i`` of a prompt is ``word_vector(word_i) + sinusoid(i)``. Word vectors are ``N(0, 1)`` draws from a
     CPU ``torch.Generator`` seeded with the CRC32 of the word, so they are the same on every machine and do not
     change when words are added to the vocabulary. Prompts are lower-cased and punctuation is dropped.
+
+    Args:
+        vocabulary: every word a prompt may use (the toy world's: ``toyworld.VOCABULARY``).
+        device: where :meth:`__call__` puts the embeddings.
     """
 
     text_len = TEXT_LEN
     text_dim = TEXT_DIM
 
-    def __init__(self) -> None:
-        self.vocabulary = VOCABULARY
-        self._index = {word: i for i, word in enumerate(VOCABULARY)}
-        self._words = torch.stack([_word_vector(word) for word in VOCABULARY])  # [V, D]
+    def __init__(self, vocabulary: Sequence[str], device: torch.device | str = "cpu") -> None:
+        self.vocabulary = tuple(vocabulary)
+        self.device = device
+        self._index = {word: i for i, word in enumerate(self.vocabulary)}
+        self._words = torch.stack([_word_vector(word) for word in self.vocabulary])  # [V, D]
         self._positions = _sinusoids(TEXT_LEN, TEXT_DIM)  # [L, D]
+
+    def __call__(self, prompts: list[str]) -> torch.Tensor:
+        """``[B, 24, 64]`` embeddings on :attr:`device` (the pipeline's text encoder interface)."""
+        return self.encode(prompts, self.device)
+
+    def prepare(self, prompts: Sequence[str]) -> None:
+        """Nothing to load: checks the prompts only."""
+        self.encode(list(prompts))
 
     def encode(self, prompts: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor:
         """Encode prompts to float32 ``[B, 24, 64]``; the empty prompt gives all zeros.
@@ -43,7 +72,7 @@ class ToyTextEncoder:
             raise TypeError("encode takes a list of prompts, not a single string")
         out = torch.zeros(len(prompts), TEXT_LEN, TEXT_DIM)
         for row, prompt in enumerate(prompts):
-            words = caption_words(prompt)
+            words = split_words(prompt, self.vocabulary)
             if len(words) > TEXT_LEN:
                 raise ValueError(
                     f"prompt has {len(words)} words, the toy text encoder reads at most {TEXT_LEN}: {prompt!r}"

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import difflib
-import re
 from collections.abc import Collection
 from typing import NoReturn
 
+from relaxforcing.text.toy import split_words
 from relaxforcing.toyworld.scene import (
     BACKGROUND_COLORS,
     KINDS,
@@ -48,21 +47,9 @@ def caption(scene: Scene, with_sizes: bool = True) -> str:
 
 
 def caption_words(text: str) -> list[str]:
-    """Lower-case ``text``, drop punctuation and split it into vocabulary words.
-
-    Raises:
-        ValueError: A word is not in ``VOCABULARY``; the message names it, suggests the nearest word and lists
-            the vocabulary.
-    """
-    words = re.sub(r"[^\w\s]", " ", text.lower()).split()
-    for word in words:
-        if word not in VOCABULARY:
-            near = difflib.get_close_matches(word, VOCABULARY, n=1)
-            hint = f" (did you mean {near[0]!r}?)" if near else ""
-            raise ValueError(
-                f"unknown word {word!r} in {text!r}{hint}; the toy-world vocabulary is: {', '.join(VOCABULARY)}"
-            )
-    return words
+    """Lower-case ``text``, drop punctuation and split it into vocabulary words (ValueError names an unknown
+    word, with the nearest one)."""
+    return split_words(text, VOCABULARY)
 
 
 def parse_caption(text: str) -> Scene:

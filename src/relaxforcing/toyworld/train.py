@@ -19,12 +19,12 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from relaxforcing.codecs.toy_ae import ToyAutoencoder
+from relaxforcing.codecs.toy_autoencoder import ToyAutoencoder
 from relaxforcing.model.config import WanConfig
 from relaxforcing.model.wan import CausalWanModel
 from relaxforcing.sampling.schedule import FlowSchedule
 from relaxforcing.text.toy import ToyTextEncoder
-from relaxforcing.toyworld.captions import caption
+from relaxforcing.toyworld.captions import VOCABULARY, caption
 from relaxforcing.toyworld.render import render_batch, to_float
 from relaxforcing.toyworld.world import sample_world
 
@@ -56,7 +56,7 @@ class ToyData:
 
     def __init__(self, device: torch.device, seed: int):
         self.device = device
-        self.text = ToyTextEncoder()
+        self.text = ToyTextEncoder(VOCABULARY)
         self.rng = np.random.default_rng(seed)
 
     def clips(self, size: int, frames: int) -> tuple[torch.Tensor, list[str]]:

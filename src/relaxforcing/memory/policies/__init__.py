@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from dataclasses import fields
 
-from relaxforcing.memory.policies.base import MemoryPolicy
+from relaxforcing.memory.policies.base import MemoryPolicy, StoreView
 from relaxforcing.memory.policies.dense import DensePolicy
 from relaxforcing.memory.policies.infinity import InfinityPolicy
 from relaxforcing.memory.policies.longlive import LongLivePolicy
@@ -16,7 +16,7 @@ POLICIES: dict[str, type[MemoryPolicy]] = {
     cls.name: cls for cls in (DensePolicy, SinkPolicy, LongLivePolicy, InfinityPolicy, RelaxPolicy)
 }
 
-__all__ = ["POLICIES", "MemoryPolicy", "build_policy", "parse_memory_spec", "DensePolicy", "SinkPolicy",
+__all__ = ["POLICIES", "MemoryPolicy", "StoreView", "build_policy", "parse_memory_spec", "DensePolicy", "SinkPolicy",
            "LongLivePolicy", "InfinityPolicy", "RelaxPolicy"]
 
 

@@ -4,10 +4,26 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import ClassVar, Protocol
 
-from relaxforcing.memory.store import FrameStore
+import torch
+
 from relaxforcing.memory.view import MemoryView
+
+
+class StoreView(Protocol):
+    """All a policy may read from a frame store: its batch size, how many frames are committed, and the layer-0
+    key prototypes of frames. Policies never see keys, values, slots or devices."""
+
+    @property
+    def batch(self) -> int: ...
+
+    @property
+    def num_frames(self) -> int: ...
+
+    def prototypes(self, frames: torch.Tensor) -> torch.Tensor:
+        """L2-normalised layer-0 key prototype of the union of ``frames`` ``[B, n]`` per sample -> ``[B, D]``."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -39,7 +55,7 @@ class MemoryPolicy(ABC):
         """The furthest any read reaches behind the chunk start, in frames (sinks excluded)."""
 
     @abstractmethod
-    def select(self, store: FrameStore, start: int) -> MemoryView:
+    def select(self, store: StoreView, start: int) -> MemoryView:
         """Frames and positions for the chunk starting at global frame ``start``."""
 
     def queries(self, start: int) -> range:

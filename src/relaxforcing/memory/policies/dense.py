@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relaxforcing.memory.policies.base import MemoryPolicy
-from relaxforcing.memory.store import FrameStore
+from relaxforcing.memory.policies.base import MemoryPolicy, StoreView
 from relaxforcing.memory.view import MemoryView
 
 
@@ -30,6 +29,6 @@ class DensePolicy(MemoryPolicy):
     def max_lag(self) -> int:
         return self.window
 
-    def select(self, store: FrameStore, start: int) -> MemoryView:
+    def select(self, store: StoreView, start: int) -> MemoryView:
         frames = list(range(max(0, start - self.window), start))
         return MemoryView.shared(start, store.batch, frames, frames, ["window"] * len(frames), self.queries(start))

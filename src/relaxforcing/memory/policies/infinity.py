@@ -9,8 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relaxforcing.memory.policies.base import MemoryPolicy, contiguous_positions
-from relaxforcing.memory.store import FrameStore
+from relaxforcing.memory.policies.base import MemoryPolicy, StoreView, contiguous_positions
 from relaxforcing.memory.view import MemoryView
 
 
@@ -34,7 +33,7 @@ class InfinityPolicy(MemoryPolicy):
     def max_lag(self) -> int:
         return 1
 
-    def select(self, store: FrameStore, start: int) -> MemoryView:
+    def select(self, store: StoreView, start: int) -> MemoryView:
         sinks = list(range(min(self.sink, start)))
         last = [start - 1] if start > self.sink else []
         frames = sinks + last

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relaxforcing.memory.policies.base import MemoryPolicy
-from relaxforcing.memory.store import FrameStore
+from relaxforcing.memory.policies.base import MemoryPolicy, StoreView
 from relaxforcing.memory.view import MemoryView
 
 
@@ -34,7 +33,7 @@ class LongLivePolicy(MemoryPolicy):
     def max_lag(self) -> int:
         return self.recent - self.chunk_frames
 
-    def select(self, store: FrameStore, start: int) -> MemoryView:
+    def select(self, store: StoreView, start: int) -> MemoryView:
         sinks = list(range(min(self.sink, start)))
         previous = list(range(max(self.sink, start - self.max_lag), start))
         frames = sinks + previous

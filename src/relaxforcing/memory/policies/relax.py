@@ -13,8 +13,7 @@ from dataclasses import dataclass
 
 import torch
 
-from relaxforcing.memory.policies.base import MemoryPolicy, contiguous_positions
-from relaxforcing.memory.store import FrameStore
+from relaxforcing.memory.policies.base import MemoryPolicy, StoreView, contiguous_positions
 from relaxforcing.memory.view import MemoryView
 
 
@@ -89,7 +88,7 @@ class RelaxPolicy(MemoryPolicy):
 
     # ---- selection ------------------------------------------------------------------------------------------
 
-    def scores(self, store: FrameStore, start: int, candidates: list[int]) -> torch.Tensor:
+    def scores(self, store: StoreView, start: int, candidates: list[int]) -> torch.Tensor:
         """Relaxation score ``[B, K]`` of each candidate frame for every sample."""
         batch = store.batch
         sink = store.prototypes(torch.arange(self.sink).repeat(batch, 1))  # [B, D]
@@ -99,7 +98,7 @@ class RelaxPolicy(MemoryPolicy):
         to_tail = (cand * tail[:, None]).sum(-1)
         return (to_sink - self.lambda_redundancy * to_tail).cpu()
 
-    def select(self, store: FrameStore, start: int) -> MemoryView:
+    def select(self, store: StoreView, start: int) -> MemoryView:
         local = self.local_start(start)
         if self.in_warmup(local):  # dense over the whole cache at true positions
             frames = [self.frame_at(start, s) for s in range(local)]

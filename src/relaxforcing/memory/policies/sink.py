@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from relaxforcing.memory.policies.base import MemoryPolicy, contiguous_positions
-from relaxforcing.memory.store import FrameStore
+from relaxforcing.memory.policies.base import MemoryPolicy, StoreView, contiguous_positions
 from relaxforcing.memory.view import MemoryView
 
 
@@ -32,7 +31,7 @@ class SinkPolicy(MemoryPolicy):
     def max_lag(self) -> int:
         return self.tail
 
-    def select(self, store: FrameStore, start: int) -> MemoryView:
+    def select(self, store: StoreView, start: int) -> MemoryView:
         sinks = list(range(min(self.sink, start)))
         recent = list(range(max(self.sink, start - self.tail), start))
         frames = sinks + recent

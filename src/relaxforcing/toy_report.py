@@ -1,4 +1,4 @@
-"""World-truth comparison of memory policies on the toy model: metrics at several lengths, table and plot."""
+"""World-truth comparison of memory policies on the embedded toy model: metrics at several lengths, table, plot."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from relaxforcing.output import VideoOutput
 from relaxforcing.pipeline import VideoPipeline
 from relaxforcing.toyworld.captions import caption
 from relaxforcing.toyworld.metrics import analyze
@@ -44,7 +45,9 @@ def measure(
         for policy in policies:
             if (policy, prompt) in done:
                 continue
-            frames = np.concatenate([f for _, f in pipe.stream([prompt], [seed], num_frames, policy)], axis=1)[0]
+            output = VideoOutput(pipe.codec.chunk_decoder())
+            frames = np.concatenate([output(c) for c in pipe.session([prompt], [seed], num_frames, policy)],
+                                    axis=1)[0]
             analysis = analyze(frames, prompt, fps=pipe.fps)
             row = {"policy": policy, "prompt": prompt, "seed": seed,
                    "metrics": {str(s): analysis.summary(s) for s in seconds}}

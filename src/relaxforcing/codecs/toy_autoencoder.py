@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from relaxforcing.codecs.toy import LATENT_CHANNELS, SpaceToDepthCodec
+from relaxforcing.codecs.space_to_depth import LATENT_CHANNELS, TIME_RATIO, SpaceToDepthCodec
 
 TOY_LATENT_CHANNELS = 16
 
@@ -46,11 +46,15 @@ class ToyAutoencoder(nn.Module):
         """Normalised latents ``[B, 16, F, h, w]`` -> video ``[B, 4F, 3, 4h, 4w]`` in about [-1, 1]."""
         return self.decode_raw(latents * self.std[:, None, None, None] + self.mean[:, None, None, None])
 
-    def stream(self) -> ToyAutoencoderStream:
-        return ToyAutoencoderStream(self)
+    def chunk_decoder(self) -> ToyAutoencoderDecoder:
+        """A streaming decoder (stateless: cells are independent)."""
+        return ToyAutoencoderDecoder(self)
+
+    def video_frames(self, latent_frames: int) -> int:
+        return TIME_RATIO * latent_frames
 
 
-class ToyAutoencoderStream:
+class ToyAutoencoderDecoder:
     """Decodes one latent chunk at a time; cells are independent, so no state is carried."""
 
     def __init__(self, codec: ToyAutoencoder) -> None:

@@ -1,53 +1,33 @@
-"""`load_wan`: a real Self-Forcing-style checkpoint on the Wan2.1 stack (causal DiT + umT5 + Wan VAE) as a pipeline."""
+"""Loading a ready VideoPipeline: the embedded toy model (default), a real Self-Forcing/Wan checkpoint with its
+Wan2.1 folder, or a full-size model with random weights (benchmarks)."""
 
 from __future__ import annotations
 
 import json
-import math
-import os
-from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
-from relaxforcing.checkpoints import load_dit, read_checkpoint
-from relaxforcing.checkpoints.dit_config import config_from_json
-from relaxforcing.checkpoints.files import resolve_weights, tensors_only
-from relaxforcing.codecs.wan_vae import WAN21_VAE_CONFIG, WanVAEDecoder, load_wan_vae
+from relaxforcing.distributed import local_device
 from relaxforcing.model.config import WanConfig
+from relaxforcing.model.wan import CausalWanModel
 from relaxforcing.pipeline import VideoPipeline
-from relaxforcing.text.umt5 import WAN_T5_FILE, encode_prompts
+from relaxforcing.sampling.schedule import FlowSchedule
 
-__all__ = [
-    "DEFAULT_SIZE",
-    "SIZES",
-    "PromptContexts",
-    "WanFiles",
-    "WanVideoPipeline",
-    "default_text_cache",
-    "load_wan",
-    "wan_files",
-]
-
+TOY_WEIGHTS = "toy.safetensors"
+TOY_META = "toy.json"
 SIZES: dict[str, tuple[int, int]] = {"832x480": (60, 104), "480x832": (104, 60)}
 """Supported ``WIDTHxHEIGHT`` (Wan's ``SUPPORTED_SIZES`` for 1.3B) -> latent ``(h, w)``; the VAE shrinks space by 8."""
 DEFAULT_SIZE = "832x480"
 """Landscape 832 wide, 480 high: latents 60x104, 1560 DiT tokens per latent frame."""
 FPS = 16
 """Frame rate of Wan2.1 and every Self-Forcing-family model."""
-FRAMES_PER_LATENT = 4
-"""VAE time stride: each latent after the first decodes to 4 frames, the first to 1."""
-TEXT_DTYPE = torch.bfloat16
-"""umT5 runs in bf16 as in Wan (its released weights are bf16); the prompt cache is keyed on it."""
 
 WAN_VAE_FILE = "Wan2.1_VAE.pth"
 WAN_TOKENIZER_DIR = "google/umt5-xxl"
-
-
-def default_text_cache() -> Path:
-    """``$XDG_CACHE_HOME/relaxforcing/text`` (``~/.cache/relaxforcing/text``): prompt embeddings, one file each."""
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "relaxforcing" / "text"
 
 
 @dataclass(frozen=True)
@@ -72,6 +52,8 @@ def wan_files(wan_dir: str | Path) -> WanFiles:
     Raises:
         ValueError: the folder or one of the files it needs is missing (the message names the file).
     """
+    from relaxforcing.text.umt5 import WAN_T5_FILE
+
     root = Path(wan_dir)
     if not root.is_dir():
         raise ValueError(f"--wan-dir {root} is not a folder (expected a Wan2.1-T2V-1.3B download)")
@@ -89,76 +71,95 @@ def wan_files(wan_dir: str | Path) -> WanFiles:
     return WanFiles(vae=vae, text=text, config=config if config.is_file() else None)
 
 
-class PromptContexts:
-    """`VideoPipeline.encode_text` for umT5: prompts -> ``[B, text_len, text_dim]`` contexts.
+def toy_weights_dir() -> Path:
+    return Path(str(resources.files("relaxforcing") / "weights"))
 
-    A prompt is encoded once (through the on-disk cache of
-    :func:`~relaxforcing.text.umt5.encode_prompts`) and its context kept on the CPU (4 MiB in bf16 at Wan's
-    512 x 4096). :meth:`prepare` encodes a whole prompt list with one encoder load; calling the object encodes
-    whatever is missing the same way. Either way the encoder is freed before the call returns, so it is gone before
-    the DiT runs (the DiT's weights are resident meanwhile: 2.6 GB for 1.3B in bf16, beside umT5-XXL's 11 GB).
-    """
 
-    def __init__(
-        self,
-        source: tuple[Path, Path],
-        cache_dir: Path,
-        text_len: int,
-        text_dim: int,
-        device: str | torch.device,
-        dtype: torch.dtype,
-    ):
-        self.source, self.cache_dir = source, cache_dir
-        self.text_len, self.text_dim = text_len, text_dim
-        self.device, self.dtype = device, dtype
-        self._contexts: dict[str, torch.Tensor] = {}
+def load_toy(device: str = "cpu", weights_dir: Path | None = None) -> VideoPipeline:
+    """The embedded toy model of the procedural world (64x64 video at 16 fps), shipped inside the package."""
+    from relaxforcing.codecs.toy_autoencoder import ToyAutoencoder
+    from relaxforcing.text.toy import ToyTextEncoder
+    from relaxforcing.toyworld.captions import VOCABULARY
 
-    def prepare(self, prompts: Sequence[str]) -> None:
-        """Encode every prompt not held yet, all with a single encoder load, then free the encoder."""
-        missing = [p for p in dict.fromkeys(prompts) if p not in self._contexts]
-        if not missing:
-            return
-        rows = encode_prompts(missing, self.source, self.cache_dir, dtype=TEXT_DTYPE, device=self.device,
-                              max_length=self.text_len)
-        width = rows[0].shape[-1]
-        if width != self.text_dim:
-            raise ValueError(f"the text encoder gives {width}-wide rows but the DiT takes text_dim={self.text_dim}")
-        self._contexts.update(zip(missing, rows, strict=True))
+    folder = weights_dir or toy_weights_dir()
+    weights, meta_path = folder / TOY_WEIGHTS, folder / TOY_META
+    if not weights.is_file() or not meta_path.is_file():
+        raise FileNotFoundError(f"the embedded toy model is missing from {folder}; reinstall relaxforcing or "
+                                "train one with `relaxforcing train-toy`")
+    meta = json.loads(meta_path.read_text())
+    model = CausalWanModel(WanConfig.from_dict(meta["model"]))
+    model.load_state_dict({k: v.float() for k, v in load_file(str(weights)).items()}, strict=True)
+    model = model.to(device).eval().requires_grad_(False)
+    codec = ToyAutoencoder()
+    codec.load_state_dict(load_file(str(folder / meta["codec"]["file"])), strict=True)
+    codec = codec.to(device).eval().requires_grad_(False)
+    schedule = meta["schedule"]
+    return VideoPipeline(
+        model=model,
+        encode_text=ToyTextEncoder(VOCABULARY, device),
+        codec=codec,
+        latent_hw=tuple(meta["latent_hw"]),
+        fps=meta["fps"],
+        frames_per_latent=meta["frames_per_latent"],
+        schedule=FlowSchedule(**{**schedule, "steps": tuple(schedule["steps"])}),
+        upscale=meta.get("upscale", 1),
+        name="toy",
+    )
+
+
+def load_pipeline(
+    checkpoint: Path | None = None,
+    wan_dir: Path | None = None,
+    lora: Path | None = None,
+    device: str | None = None,
+    size: str | None = None,
+) -> VideoPipeline:
+    """The toy model when no checkpoint is given, else the Wan2.1 stack (DiT + umT5 + Wan VAE) at ``size``."""
+    device = device or local_device()
+    try:
+        torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r}") from None
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} was asked for but CUDA is not available")
+    if checkpoint is None:
+        if wan_dir is not None or lora is not None:
+            raise ValueError("--wan-dir and --lora need --checkpoint")
+        if size not in (None, "64x64"):
+            raise ValueError(f"size {size} is not supported by the embedded toy model, which makes 64x64 video; "
+                             "other sizes need a Wan --checkpoint")
+        return load_toy(device)
+    return load_wan(checkpoint, wan_dir, lora=lora, device=device, size=size)
+
+
+def random_pipeline(preset: str, device: str | None = None) -> VideoPipeline:
+    """A full-size model with random weights (speed does not depend on them): the DiT preset in bf16 on CUDA,
+    random 512-token text embeddings, and the full Wan VAE decoder with random weights; 832x480 latents."""
+    from diffusers import AutoencoderKLWan
+
+    from relaxforcing.codecs.wan_vae import WAN21_VAE_CONFIG, WanVAEDecoder
+
+    device = device or local_device()
+    dtype = torch.bfloat16 if device.startswith("cuda") else torch.float32
+    cfg = WanConfig.from_name(preset)
+    with torch.device(device):
+        model = CausalWanModel(cfg).to(dtype).eval().requires_grad_(False)
+    vae = WanVAEDecoder(AutoencoderKLWan(**WAN21_VAE_CONFIG).to(device, dtype).eval())
+    return VideoPipeline(model=model, encode_text=_RandomContexts(cfg, device, dtype), codec=vae,
+                         latent_hw=SIZES[DEFAULT_SIZE], name=f"{preset} (random weights)")
+
+
+class _RandomContexts:
+    """Random ``[B, text_len, text_dim]`` contexts: the text encoder of a random-weight model."""
+
+    def __init__(self, cfg: WanConfig, device: str, dtype: torch.dtype):
+        self.shape, self.device, self.dtype = (cfg.text_len, cfg.text_dim), device, dtype
 
     def __call__(self, prompts: list[str]) -> torch.Tensor:
-        """``[B, text_len, text_dim]`` contexts on the pipeline's device and dtype, rows past each prompt zero."""
-        self.prepare(prompts)
-        return torch.stack([self._contexts[p] for p in prompts]).to(device=self.device, dtype=self.dtype)
+        return torch.randn(len(prompts), *self.shape, device=self.device, dtype=self.dtype)
 
-
-class WanVideoPipeline(VideoPipeline):
-    """`VideoPipeline` with the Wan VAE's frame arithmetic and a prompt pre-encoding step."""
-
-    def latent_frames(self, seconds: float) -> int:
-        """Latent frames for ``seconds`` of video: ``ceil(seconds * fps / 4)``, rounded up to whole chunks.
-
-        This is the count the Self-Forcing family names by its length (5 s -> 21 latents as in Self-Forcing,
-        60 s -> 240 as in LongLive and the Relax-Forcing evaluation). The VAE turns F latents into
-        :meth:`video_frames` = 1 + 4(F - 1) frames, 3 short of 4F: 60 s gives 240 latents -> 957 frames (59.8 s
-        at 16 fps), 5 s gives 21 -> 81 frames.
-        """
-        if not seconds > 0 or not math.isfinite(seconds):
-            raise ValueError(f"--seconds must be positive, got {seconds}")
-        chunk = self.model.config.chunk_frames
-        latents = math.ceil(round(seconds * self.fps / self.frames_per_latent, 9))
-        return math.ceil(latents / chunk) * chunk
-
-    def video_frames(self, latent_frames: int) -> int:
-        """Frames the streaming VAE decode gives for ``latent_frames`` latents: 1 + 4(F - 1)."""
-        if latent_frames < 1:
-            raise ValueError(f"latent_frames must be >= 1, got {latent_frames}")
-        return 1 + self.frames_per_latent * (latent_frames - 1)
-
-    def prepare(self, prompts: Sequence[str]) -> None:
-        """Encode every prompt up front (one umT5 load, freed before any DiT work); optional, as
-        ``encode_text`` encodes missing prompts itself."""
-        if isinstance(self.encode_text, PromptContexts):
-            self.encode_text.prepare(prompts)
+    def prepare(self, prompts: list[str]) -> None:
+        pass
 
 
 def load_wan(
@@ -170,7 +171,7 @@ def load_wan(
     text_cache: str | Path | None = None,
     size: str | None = None,
     key: str | None = None,
-) -> WanVideoPipeline:
+) -> VideoPipeline:
     """A ready pipeline for a causal Wan2.1 DiT checkpoint and the Wan2.1 folder that holds its VAE and umT5.
 
     Args:
@@ -188,6 +189,11 @@ def load_wan(
     Raises:
         ValueError: unknown size, missing files (named), or a checkpoint, VAE or encoder that does not fit.
     """
+    from relaxforcing.checkpoints import load_dit
+    from relaxforcing.checkpoints.files import resolve_weights
+    from relaxforcing.codecs.wan_vae import FRAMES_PER_LATENT, WanVAEDecoder, load_wan_vae
+    from relaxforcing.text.contexts import PromptContexts, default_text_cache
+
     size = size or DEFAULT_SIZE
     if size not in SIZES:
         raise ValueError(f"size {size!r} is not supported; choose one of {', '.join(SIZES)} (WIDTHxHEIGHT)")
@@ -206,7 +212,7 @@ def load_wan(
         raise ValueError(f"the VAE makes {vae.config.z_dim}-channel latents but the DiT takes {model.config.in_dim}")
     encode_text = PromptContexts(files.text, Path(text_cache) if text_cache else default_text_cache(),
                                  model.config.text_len, model.config.text_dim, device, dtype)
-    return WanVideoPipeline(
+    return VideoPipeline(
         model=model.eval(),
         encode_text=encode_text,
         codec=WanVAEDecoder(vae),
@@ -218,6 +224,8 @@ def load_wan(
 
 
 def _json_config(file: Path | None) -> WanConfig | None:
+    from relaxforcing.checkpoints.dit_config import config_from_json
+
     if file is None:
         return None
     try:
@@ -228,6 +236,9 @@ def _json_config(file: Path | None) -> WanConfig | None:
 
 def _vae_sizes(vae: Path) -> dict | None:
     """``{"base_dim": ...}`` read off a single-file VAE whose width differs from Wan2.1's 96 (None otherwise)."""
+    from relaxforcing.checkpoints.files import read_checkpoint, tensors_only
+    from relaxforcing.codecs.wan_vae import WAN21_VAE_CONFIG
+
     if vae.is_dir():
         return None
     state = tensors_only(read_checkpoint(vae), vae)  # memory-mapped: the weights are not read twice

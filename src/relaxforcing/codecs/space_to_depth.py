@@ -46,12 +46,15 @@ class SpaceToDepthCodec:
         video = blocks.permute(0, 5, 1, 2, 6, 3, 7, 4)  # [B, F, 4, 3, h, 4, w, 4]
         return video.reshape(b, f * TIME_RATIO, 3, y * SPACE_RATIO, x * SPACE_RATIO)
 
-    def stream(self) -> SpaceToDepthStream:
+    def chunk_decoder(self) -> SpaceToDepthDecoder:
         """A streaming decoder: feed latent chunks in order, get uint8 frames back."""
-        return SpaceToDepthStream(self)
+        return SpaceToDepthDecoder(self)
+
+    def video_frames(self, latent_frames: int) -> int:
+        return TIME_RATIO * latent_frames
 
 
-class SpaceToDepthStream:
+class SpaceToDepthDecoder:
     """Decodes one latent chunk at a time (the streaming interface shared with the Wan VAE decoder)."""
 
     def __init__(self, codec: SpaceToDepthCodec) -> None:

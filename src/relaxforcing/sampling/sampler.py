@@ -1,0 +1,139 @@
+"""ChunkSampler: denoise one chunk against the memory, then commit its clean keys/values (the model-side step)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from relaxforcing.memory.policies.base import MemoryPolicy
+from relaxforcing.memory.reader import MemoryReader
+from relaxforcing.memory.store import FrameStore
+from relaxforcing.memory.view import MemoryView
+from relaxforcing.model.wan import CausalWanModel
+from relaxforcing.sampling.schedule import FlowSchedule
+
+CrossKV = list[tuple[torch.Tensor, torch.Tensor]]
+"""Per-layer cross-attention keys/values of the text context (``CausalWanModel.encode_context``)."""
+
+
+@dataclass
+class Chunk:
+    """One finished chunk of a stream."""
+
+    index: int
+    start: int
+    """Global latent index of the chunk's first frame."""
+    latents: torch.Tensor
+    """``[B, C, f, H, W]`` clean latents (float32)."""
+    trace: list[dict] = field(default_factory=list)
+    """One record per sample: attended frames with roles and positions (and relax candidate scores)."""
+
+    def check_finite(self) -> None:
+        """Raise FloatingPointError naming the chunk and its frames if a latent is NaN or Inf."""
+        if not torch.isfinite(self.latents).all():
+            raise FloatingPointError(f"non-finite latents in chunk {self.index} (frames {self.start}.."
+                                     f"{self.start + self.latents.shape[2] - 1}); generation stopped")
+
+
+class ChunkSampler:
+    """Self-Forcing's few-step causal inference for one chunk, with a pluggable memory policy.
+
+    Per chunk: every denoising step predicts flow v, x0 = x_t - sigma*v (float64), re-noised with fresh noise
+    for the next step; a final clean pass at t = 0 writes the chunk's keys/values into the store. The loop over
+    chunks lives in :class:`~relaxforcing.sampling.session.StreamSession`.
+    """
+
+    def __init__(self, model: CausalWanModel, policy: MemoryPolicy, schedule: FlowSchedule | None = None):
+        if policy.chunk_frames != model.config.chunk_frames:
+            raise ValueError(f"policy chunk size {policy.chunk_frames} != model chunk size "
+                             f"{model.config.chunk_frames}")
+        self.model = model
+        self.policy = policy
+        self.schedule = schedule or FlowSchedule()
+        self.timesteps = self.schedule.timesteps()
+        self.sigmas = [self.schedule.sigma(t) for t in self.timesteps]
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.patch_embedding.weight.device
+
+    @property
+    def chunk_frames(self) -> int:
+        return self.policy.chunk_frames
+
+    def new_store(self, batch: int, latent_hw: tuple[int, int]) -> FrameStore:
+        """An empty store sized by the policy: its sinks plus a ring of ``max_lag`` frames."""
+        cfg = self.model.config
+        h, w = self.model.token_grid(latent_hw)
+        return FrameStore(num_layers=cfg.num_layers, batch=batch, tokens_per_frame=h * w, num_heads=cfg.num_heads,
+                          head_dim=cfg.head_dim, sink_frames=self.policy.sink_frames,
+                          ring_frames=max(1, self.policy.max_lag), dtype=self.model.patch_embedding.weight.dtype,
+                          device=self.device)
+
+    def noise(self, generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
+        """Fresh Gaussian noise ``[B, *shape]``, each sample from its own generator."""
+        return torch.stack([torch.randn(shape, generator=g, device=self.device) for g in generators])
+
+    def reader(self, store: FrameStore, start: int, latent_hw: tuple[int, int]) -> tuple[MemoryReader, MemoryView]:
+        """The policy's view of ``store`` for the chunk at ``start``, and a reader of the keys/values it names."""
+        view = self.policy.select(store, start)
+        return store.reader(view, self.model.token_grid(latent_hw), self.model.config.head_dim), view
+
+    @torch.no_grad()
+    def denoise_chunk(
+        self,
+        store: FrameStore,
+        cross_kv: CrossKV,
+        generators: list[torch.Generator],
+        latent_hw: tuple[int, int],
+        index: int,
+        commit: bool = True,
+    ) -> Chunk:
+        """Denoise the chunk starting at ``store.num_frames``; commit its clean keys/values unless told not to."""
+        model, f, start = self.model, self.chunk_frames, store.num_frames
+        reader, view = self.reader(store, start, latent_hw)
+        shape = (model.config.in_dim, f, *latent_hw)
+        x = self.noise(generators, shape)
+        batch = x.shape[0]
+        for i, (timestep, sigma) in enumerate(zip(self.timesteps, self.sigmas, strict=True)):
+            t = torch.full((batch, f), timestep, device=self.device)
+            flow = model.forward_chunk(x, t, cross_kv, view.query_positions, memory=reader)
+            x0 = (x.double() - sigma * flow.double()).float()
+            if i + 1 < len(self.timesteps):
+                next_sigma = self.sigmas[i + 1]
+                if self.schedule.fresh_noise:
+                    noise = self.noise(generators, shape)
+                else:
+                    noise = (x.double() + (1 - sigma) * flow.double()).float()
+                x = (1 - next_sigma) * x0 + next_sigma * noise
+        if commit:
+            self.clean_pass(store, cross_kv, x0, reader, view.query_positions)
+        return Chunk(index=index, start=start, latents=x0, trace=view.trace_records(index, self.policy.name))
+
+    @torch.no_grad()
+    def clean_pass(self, store: FrameStore, cross_kv: CrossKV, x0: torch.Tensor, reader: MemoryReader,
+                   queries: torch.Tensor) -> None:
+        """Run the clean chunk ``x0`` ``[B, C, f, h, w]`` at t = 0 and commit its keys/values to the store."""
+        keys: list[torch.Tensor] = []
+        values: list[torch.Tensor] = []
+        t = torch.zeros(x0.shape[0], x0.shape[2], device=self.device)
+        self.model.forward_chunk(x0, t, cross_kv, queries, memory=reader,
+                                 capture_kv=lambda layer, k, v: (keys.append(k), values.append(v)))
+        store.commit(store.num_frames, keys, values)
+
+    @torch.no_grad()
+    def replay(self, store: FrameStore, cross_kv: CrossKV, latents: torch.Tensor, latent_hw: tuple[int, int]) -> None:
+        """Refill an empty store from the clean latents ``[B, C, F, h, w]`` of every committed frame.
+
+        Each chunk's clean pass runs again, in order, under the view the policy selects from the store as rebuilt
+        so far: the same inputs and operations as when the frames were made, so the same keys/values, bit for bit.
+        """
+        f = self.chunk_frames
+        if store.num_frames != 0 or latents.shape[2] % f:
+            raise ValueError(f"replay needs an empty store and whole chunks, got {store.num_frames} frames stored "
+                             f"and {latents.shape[2]} latents")
+        for start in range(0, latents.shape[2], f):
+            reader, view = self.reader(store, start, latent_hw)
+            chunk = latents[:, :, start:start + f].to(self.device)
+            self.clean_pass(store, cross_kv, chunk, reader, view.query_positions)
