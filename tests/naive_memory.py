@@ -6,10 +6,11 @@ import torch
 
 from relaxforcing.memory.view import MemoryView
 from relaxforcing.model.rope import apply_rope, rope_factors
+from relaxforcing.model.wan import MemoryKV
 
 
 class NaiveStore:
-    """Same duck-typed surface as FrameStore (batch, num_frames, commit, prototypes, reader); never evicts."""
+    """Same duck-typed surface as FrameStore (batch, num_frames, commit, prototypes, read); never evicts."""
 
     def __init__(self, batch: int, tokens_per_frame: int):
         self.batch = batch
@@ -34,23 +35,19 @@ class NaiveStore:
             out.append(torch.nn.functional.normalize(tokens.float().mean(dim=(0, 1)), dim=-1))
         return torch.stack(out)
 
-    def reader(self, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> NaiveReader:
-        return NaiveReader(self, view, grid_hw, head_dim)
-
-
-class NaiveReader:
-    def __init__(self, store: NaiveStore, view: MemoryView, grid_hw: tuple[int, int], head_dim: int):
-        self.store, self.view, self.grid, self.head_dim = store, view, grid_hw, head_dim
-
-    def kv(self, layer: int):
-        ks, vs = [], []
-        for b in range(self.view.batch):
-            frames = self.view.frames[b].tolist()
-            k = torch.cat([self.store.frames[f][0][layer][b] for f in frames], dim=0)[None] if frames else None
-            v = torch.cat([self.store.frames[f][1][layer][b] for f in frames], dim=0)[None] if frames else None
-            if k is None:
-                return (torch.zeros(self.view.batch, 0, 2, self.head_dim),) * 2 + (None,)
-            factors = rope_factors(self.view.positions[b], self.grid, self.head_dim)[None]
-            ks.append(apply_rope(k, factors))
-            vs.append(v)
-        return torch.cat(ks), torch.cat(vs), None
+    def read(self, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryKV | None:
+        """Every layer's attended keys (rotated per sample by plain cat + rotate) and values, or None."""
+        if view.frames.shape[1] == 0:
+            return None
+        layers = len(next(iter(self.frames.values()))[0])
+        keys, values = [], []
+        for layer in range(layers):
+            ks, vs = [], []
+            for b in range(view.batch):
+                frames = view.frames[b].tolist()
+                k = torch.cat([self.frames[f][0][layer][b] for f in frames], dim=0)[None]
+                ks.append(apply_rope(k, rope_factors(view.positions[b], grid_hw, head_dim)[None]))
+                vs.append(torch.cat([self.frames[f][1][layer][b] for f in frames], dim=0)[None])
+            keys.append(torch.cat(ks))
+            values.append(torch.cat(vs))
+        return MemoryKV(torch.stack(keys), torch.stack(values))

@@ -41,6 +41,8 @@ class GenerateRun:
     size: str | None
     state: Path | None
     snapshot_every: int
+    compile: bool | None = None
+    """Compile the DiT's chunk step (None: on CUDA only)."""
     completed: list[str] = field(default_factory=list)
     """Outputs finished by this run (kept, not regenerated, when it is resumed with --overwrite)."""
 
@@ -126,6 +128,8 @@ def generate(
     snapshot_every: Annotated[int, typer.Option(help="Chunks between snapshots with --state.")] = 10,
     resume: Annotated[Path | None, typer.Option(help="Continue the run whose state is in this folder, with its "
                                                      "saved settings (only --device may be added).")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Compile the DiT's chunk step "
+                                                 "(torch.compile; default: on CUDA only).")] = None,
 ) -> None:
     """Generate videos, streaming each finished chunk into its mp4; Ctrl-C stops cleanly and can be resumed."""
     from relaxforcing.snapshot import STATE_FILE
@@ -157,7 +161,8 @@ def generate(
             raise ValueError(f"--output must end in .mp4, got {output}")
     run = GenerateRun(prompts=prompts, seeds=seeds, seconds=seconds, memory=memory, output=output, out_dir=out_dir,
                       checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, trace=trace, batch_size=batch_size,
-                      overwrite=overwrite, crf=crf, size=size, state=state, snapshot_every=snapshot_every)
+                      overwrite=overwrite, crf=crf, size=size, state=state, snapshot_every=snapshot_every,
+                      compile=compile)
     if output is not None and output.exists() and not overwrite:
         raise ValueError(f"{output} already exists; pass --overwrite to replace it")
     if (run.state_dir() / STATE_FILE).exists():
@@ -224,7 +229,7 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
         if not batches:
             return
         pipe = load_pipeline(checkpoint=run.checkpoint, wan_dir=run.wan_dir, lora=run.lora, device=device,
-                             size=run.size)
+                             size=run.size, compile=run.compile)
         pipe.latent_frames(run.seconds)  # validate before any work
         pipe.prepare([p for p, _, _ in todo])  # umT5: this rank's prompts with one encoder load, before the DiT
         state_dir = run.state_dir()
@@ -301,7 +306,11 @@ def bench(
     model: Annotated[str, typer.Option(help="toy (embedded) or a full-size preset with random weights, e.g. "
                                              "wan2.1-t2v-1.3b (GPU).")] = "toy",
     json_out: Annotated[Path | None, typer.Option("--json", help="Write all numbers as JSON here.")] = None,
+    profile: Annotated[bool, typer.Option(help="Also profile one steady chunk per policy (kernels, top ops).")
+                       ] = False,
     device: Annotated[str | None, typer.Option(help="Device (default: cuda if available).")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Compile the DiT's chunk step "
+                                                 "(torch.compile; default: on CUDA only).")] = None,
 ) -> None:
     """Time self-attention, DiT, decode and end-to-end generation per memory policy, side by side."""
     from relaxforcing.bench.run import markdown, run_bench
@@ -320,8 +329,9 @@ def bench(
         check_writable(json_out.parent)
         if json_out.is_dir():
             raise ValueError(f"--json {json_out} is a folder, not a file")
-    pipe = load_pipeline(device=device) if model == "toy" else random_pipeline(model, device=device)
-    report = run_bench(pipe, names, seconds, long_seconds, json_out)
+    pipe = (load_pipeline(device=device, compile=compile) if model == "toy"
+            else random_pipeline(model, device=device, compile=compile))
+    report = run_bench(pipe, names, seconds, long_seconds, json_out, profile)
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")
     print(markdown(report))
 

@@ -113,8 +113,12 @@ def load_pipeline(
     lora: Path | None = None,
     device: str | None = None,
     size: str | None = None,
+    compile: bool | None = None,
 ) -> VideoPipeline:
-    """The toy model when no checkpoint is given, else the Wan2.1 stack (DiT + umT5 + Wan VAE) at ``size``."""
+    """The toy model when no checkpoint is given, else the Wan2.1 stack (DiT + umT5 + Wan VAE) at ``size``.
+
+    ``compile`` compiles the DiT's chunk step (:meth:`CausalWanModel.compile_blocks`); default: on CUDA only.
+    """
     device = device or local_device()
     try:
         torch.device(device)
@@ -128,13 +132,23 @@ def load_pipeline(
         if size not in (None, "64x64"):
             raise ValueError(f"size {size} is not supported by the embedded toy model, which makes 64x64 video; "
                              "other sizes need a Wan --checkpoint")
-        return load_toy(device)
-    return load_wan(checkpoint, wan_dir, lora=lora, device=device, size=size)
+        pipe = load_toy(device)
+    else:
+        pipe = load_wan(checkpoint, wan_dir, lora=lora, device=device, size=size)
+    return compiled_if(pipe, compile)
 
 
-def random_pipeline(preset: str, device: str | None = None) -> VideoPipeline:
+def compiled_if(pipe: VideoPipeline, compile: bool | None) -> VideoPipeline:
+    """``pipe`` with its DiT compiled when ``compile`` says so (None: when it runs on CUDA)."""
+    if compile if compile is not None else pipe.model.patch_embedding.weight.is_cuda:
+        pipe.model.compile_blocks()
+    return pipe
+
+
+def random_pipeline(preset: str, device: str | None = None, compile: bool | None = None) -> VideoPipeline:
     """A full-size model with random weights (speed does not depend on them): the DiT preset in bf16 on CUDA,
-    random 512-token text embeddings, and the full Wan VAE decoder with random weights; 832x480 latents."""
+    random 512-token text embeddings, and the full Wan VAE decoder with random weights; 832x480 latents. ``compile``
+    as in :func:`load_pipeline`."""
     from diffusers import AutoencoderKLWan
 
     from relaxforcing.codecs.wan_vae import WAN21_VAE_CONFIG, WanVAEDecoder
@@ -145,8 +159,8 @@ def random_pipeline(preset: str, device: str | None = None) -> VideoPipeline:
     with torch.device(device):
         model = CausalWanModel(cfg).to(dtype).eval().requires_grad_(False)
     vae = WanVAEDecoder(AutoencoderKLWan(**WAN21_VAE_CONFIG).to(device, dtype).eval())
-    return VideoPipeline(model=model, encode_text=_RandomContexts(cfg, device, dtype), codec=vae,
-                         latent_hw=SIZES[DEFAULT_SIZE], name=f"{preset} (random weights)")
+    return compiled_if(VideoPipeline(model=model, encode_text=_RandomContexts(cfg, device, dtype), codec=vae,
+                                     latent_hw=SIZES[DEFAULT_SIZE], name=f"{preset} (random weights)"), compile)
 
 
 class _RandomContexts:

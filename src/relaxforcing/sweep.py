@@ -514,6 +514,8 @@ def sweep_command(
     wan_dir: Annotated[Path | None, typer.Option(help="Wan2.1-T2V-1.3B folder (VAE, umT5, tokenizer).")] = None,
     lora: Annotated[Path | None, typer.Option(help="LongLive LoRA to merge into the checkpoint.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
+    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Compile the DiT's chunk step "
+                                                 "(torch.compile; default: on CUDA only).")] = None,
 ) -> None:
     """Generate prompts x seeds under several memory policies or sizes, evaluate, and compare (Table 1, Fig. 2).
 
@@ -538,7 +540,7 @@ def sweep_command(
     tag = f"[rank {rank}/{size}] " if size > 1 else ""
 
     def load(prompts: list[str]) -> VideoPipeline:
-        pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device)
+        pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device, compile=compile)
         pipe.latent_frames(seconds)
         pipe.prepare(prompts)  # real model: this rank's prompts with one text-encoder load
         return pipe

@@ -16,6 +16,7 @@ from relaxforcing.memory import build_policy
 from relaxforcing.model.attention import attention
 from relaxforcing.output import VideoOutput
 from relaxforcing.pipeline import VideoPipeline
+from relaxforcing.sampling import Chunk
 from relaxforcing.video import VideoWriter
 
 
@@ -30,10 +31,15 @@ class BenchResult:
     dit_ms_per_chunk: float
     decode_ms_per_chunk: float
     e2e_fps: float
-    """Video frames per second, wall clock over every chunk after the first (warm-up): DiT + decode + mp4 writing
-    (on the writer's own thread), as ``generate`` runs them."""
+    """Video frames per second, wall clock over the steady-state chunks: DiT + decode + mp4 writing (on the
+    writer's own thread), as ``generate`` runs them."""
     dit_fps: float
     first_frame_s: float
+    """Time to the first chunk's decoded frames, after the warm-up run (compile caches and kernels warm)."""
+    warmup_s: float
+    """A separate run up to two steady-state chunks before the timed one: compilation, kernel selection."""
+    steady_chunks: int
+    """Chunks averaged over: those whose memory has reached its steady-state length (warm-up chunks excluded)."""
     peak_memory_gb: float
     """Peak device memory (CUDA) or the frame store's size (CPU), GB."""
     store_gb: float
@@ -74,20 +80,20 @@ def attention_ms(pipe: VideoPipeline, attended_frames: int, forwards: int, repea
 def bench_policy(
     pipe: VideoPipeline, policy: str, seconds: float, prompt: str = "a red circle bouncing on a black background"
 ) -> BenchResult:
-    """Generate ``seconds`` of video under ``policy`` (batch 1) and time each stage."""
+    """Generate ``seconds`` of video under ``policy`` (batch 1) and time each stage at steady state."""
     device = pipe.model.patch_embedding.weight.device
     timer = Timer(device)
     num_frames = pipe.latent_frames(seconds)
     chunk = pipe.model.config.chunk_frames
-    steady = build_policy(policy, chunk).select(_SteadyStateStore(num_frames - chunk), num_frames - chunk)
-    attended = steady.frames.shape[1] + chunk
+    attended = build_policy(policy, chunk).steady_frames() + chunk
     forwards = len(pipe.schedule.steps) + 1
+    warmup_s, _ = timer(lambda: warm_up(pipe, policy, prompt, attended))
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     session = pipe.session([prompt], [0], num_frames, policy)
     dit_s = decode_s = 0.0
-    frames_out = 0
-    first_frame = None
+    frames_out = chunks = 0
+    first_frame = steady_began = None
     began = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp, VideoWriter(Path(tmp) / "bench.mp4", pipe.fps, pipe.upscale) as out:
         output = VideoOutput(pipe.codec.chunk_decoder(), [out])
@@ -95,16 +101,17 @@ def bench_policy(
             t_dit, result = timer(session.next_chunk)
             t_dec, frames = timer(lambda: output.decode(result))  # noqa: B023
             output.write(frames)  # encoded on the writer's thread while the next chunk runs
-            if result.index == 0:  # the first chunk pays for warm-up (kernel selection, allocations): not counted
-                first_frame = time.perf_counter() - began
+            first_frame = first_frame or time.perf_counter() - began
+            if attended_by(result) != attended:  # warm-up: the memory is still growing
                 out.flush()
                 steady_began = time.perf_counter()
-            else:
-                dit_s, decode_s = dit_s + t_dit, decode_s + t_dec
-                frames_out += frames.shape[1]
+                continue
+            dit_s, decode_s = dit_s + t_dit, decode_s + t_dec
+            frames_out, chunks = frames_out + frames.shape[1], chunks + 1
         out.flush()
-        wall_s = time.perf_counter() - steady_began
-    chunks = num_frames // chunk - 1
+        wall_s = time.perf_counter() - (steady_began or began)
+    if not chunks:
+        raise ValueError(f"{policy} never reaches its steady state in {seconds:g} s; benchmark a longer video")
     store = session.store
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else store.nbytes()
     return BenchResult(
@@ -112,34 +119,70 @@ def bench_policy(
         self_attention_ms_per_chunk=attention_ms(pipe, attended, forwards),
         dit_ms_per_chunk=1e3 * dit_s / chunks, decode_ms_per_chunk=1e3 * decode_s / chunks,
         e2e_fps=frames_out / wall_s, dit_fps=frames_out / dit_s,
-        first_frame_s=first_frame or 0.0, peak_memory_gb=peak / 1e9, store_gb=store.nbytes() / 1e9,
+        first_frame_s=first_frame, warmup_s=warmup_s, steady_chunks=chunks, peak_memory_gb=peak / 1e9,
+        store_gb=store.nbytes() / 1e9,
     )
 
 
-class _SteadyStateStore:
-    """A ``StoreView`` for a policy's steady-state layout (frame choice, not scores, matters for timing)."""
+def attended_by(chunk: Chunk) -> int:
+    """Frames (cached + current) the chunk's first sample attended."""
+    return len(chunk.trace[0]["attended"])
 
-    batch = 1
 
-    def __init__(self, num_frames: int):
-        self.num_frames = num_frames
+def warm_up(pipe: VideoPipeline, policy: str, prompt: str, attended: int) -> None:
+    """Run ``policy`` until two chunks at steady state are made and decoded (compiles the steady graph)."""
+    session, output, steady = pipe.session([prompt], [1], None, policy), VideoOutput(pipe.codec.chunk_decoder()), 0
+    while steady < 2:
+        chunk = session.next_chunk()
+        output.decode(chunk)
+        steady += attended_by(chunk) == attended
 
-    def prototypes(self, frames: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(torch.ones(1, 8) + frames.float().mean(), dim=-1)
+
+def profile_chunk(pipe: VideoPipeline, policy: str, prompt: str = "a red circle bouncing on a black background",
+                  top: int = 12) -> dict:
+    """torch.profiler over one steady-state chunk of ``policy`` (DiT only): kernels launched, device time, and the
+    kernels that take the most of it (on CPU: top-level operators and their CPU time)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    chunk = pipe.model.config.chunk_frames
+    attended = build_policy(policy, chunk).steady_frames() + chunk
+    session = pipe.session([prompt], [2], None, policy)
+    steady = 0
+    while steady < 2:  # warm: the profiled chunk compiles nothing
+        steady += attended_by(session.next_chunk()) == attended
+    timer = Timer(pipe.model.patch_embedding.weight.device)
+    cuda = timer.device.type == "cuda"
+    timer.sync()
+    with profile(activities=[ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])) as prof:
+        session.next_chunk()
+        timer.sync()
+    if cuda:
+        kernels = [(e.name, e.device_time) for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
+    else:
+        kernels = [(e.name, e.cpu_time_total) for e in prof.events() if e.cpu_parent is None]
+    by_name: dict[str, list[float]] = {}
+    for name, us in kernels:
+        by_name.setdefault(name, []).append(us)
+    ranked = sorted(by_name.items(), key=lambda item: -sum(item[1]))[:top]
+    return {"policy": policy, "kernels": len(kernels), "device_ms": sum(us for _, us in kernels) / 1e3,
+            "top": [{"name": name[:90], "ms": sum(times) / 1e3, "calls": len(times)} for name, times in ranked]}
 
 
 def run_bench(
-    pipe: VideoPipeline, policies: Sequence[str], seconds: float, long_seconds: float | None, out_json: Path | None
+    pipe: VideoPipeline, policies: Sequence[str], seconds: float, long_seconds: float | None, out_json: Path | None,
+    profile: bool = False,
 ) -> dict:
-    """Every policy at ``seconds``, then (if given) each again at ``long_seconds`` for memory flatness."""
+    """Every policy at ``seconds``, then (if given) each again at ``long_seconds`` for memory flatness; with
+    ``profile``, a kernel profile of one steady chunk per policy."""
     results = [bench_policy(pipe, p, seconds) for p in policies]
     long_results = [bench_policy(pipe, p, long_seconds) for p in policies] if long_seconds else []
+    profiles = [profile_chunk(pipe, p) for p in policies] if profile else []
     device = pipe.model.patch_embedding.weight.device
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "dtype": str(pipe.model.patch_embedding.weight.dtype), "model": pipe.name,
-        "latent_hw": list(pipe.latent_hw), "steps": list(pipe.schedule.steps),
-        "results": [asdict(r) for r in results], "long": [asdict(r) for r in long_results],
+        "latent_hw": list(pipe.latent_hw), "steps": list(pipe.schedule.steps), "compiled": pipe.model.compiled,
+        "results": [asdict(r) for r in results], "long": [asdict(r) for r in long_results], "profiles": profiles,
     }
     if out_json:
         out_json.write_text(json.dumps(report, indent=2))
@@ -149,17 +192,22 @@ def run_bench(
 def markdown(report: dict) -> str:
     """The benchmark table, with relax/dense ratios measured in the same run."""
     head = ("| policy | length | attended frames | self-attn ms/chunk | DiT ms/chunk | decode ms/chunk | DiT fps | "
-            "e2e fps | first frame s | peak GB |")
-    lines = [head, "|---" * 10 + "|"]
+            "e2e fps | first frame s | warm-up s | peak GB |")
+    lines = [f"compiled: {'yes' if report.get('compiled') else 'no'}", "", head, "|---" * 11 + "|"]
     for r in report["results"] + report["long"]:
         lines.append(f"| {r['policy']} | {r['seconds']:g} s | {r['attended_frames']} | "
                      f"{r['self_attention_ms_per_chunk']:.1f} | {r['dit_ms_per_chunk']:.1f} | "
                      f"{r['decode_ms_per_chunk']:.1f} | {r['dit_fps']:.1f} | {r['e2e_fps']:.1f} | "
-                     f"{r['first_frame_s']:.2f} | {r['peak_memory_gb']:.3f} |")
+                     f"{r['first_frame_s']:.2f} | {r['warmup_s']:.1f} | {r['peak_memory_gb']:.3f} |")
     by = {r["policy"].split(":")[0]: r for r in report["results"]}
     if "relax" in by and "dense" in by:
-        lines.append("")
-        lines.append(f"relax / dense: self-attention speed-up "
-                     f"{by['dense']['self_attention_ms_per_chunk'] / by['relax']['self_attention_ms_per_chunk']:.2f}x, "
-                     f"end-to-end speed-up {by['relax']['e2e_fps'] / by['dense']['e2e_fps']:.2f}x")
+        dense, relax = by["dense"], by["relax"]
+        lines += ["", f"relax / dense: self-attention speed-up "
+                      f"{dense['self_attention_ms_per_chunk'] / relax['self_attention_ms_per_chunk']:.2f}x, "
+                      f"DiT-only {relax['dit_fps'] / dense['dit_fps']:.2f}x, "
+                      f"end-to-end {relax['e2e_fps'] / dense['e2e_fps']:.2f}x"]
+    for prof in report.get("profiles", []):
+        lines += ["", f"{prof['policy']}: one steady chunk, {prof['kernels']} kernels, {prof['device_ms']:.1f} ms "
+                      "device time", "", "| kernel | ms | calls |", "|---|---|---|"]
+        lines += [f"| `{k['name']}` | {k['ms']:.1f} | {k['calls']} |" for k in prof["top"]]
     return "\n".join(lines)

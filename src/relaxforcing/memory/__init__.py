@@ -1,4 +1,4 @@
-"""Frame KV memory: the store (what is kept), policies (what is attended), and the per-chunk reader."""
+"""Frame KV memory: the store (what is kept), policies (what is attended), and the per-chunk reader (what is read)."""
 
 from relaxforcing.memory.policies import POLICIES, MemoryPolicy, StoreView, build_policy
 from relaxforcing.memory.reader import MemoryReader

@@ -1,4 +1,5 @@
-"""MemoryReader: the keys/values a chunk attends to, gathered from the store and rotated once per chunk."""
+"""MemoryReader: the keys/values a chunk attends to, gathered from the store and rotated once per chunk into a
+workspace that is reused from chunk to chunk."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import torch
 
 from relaxforcing.memory.view import MemoryView
 from relaxforcing.model.rope import apply_rope, rope_factors, rotation_dtype
+from relaxforcing.model.wan import MemoryKV
 
 
 class KVSource(Protocol):
     """Where a reader gathers from (a :class:`~relaxforcing.memory.store.FrameStore`)."""
 
     k: torch.Tensor
-    """The key buffer: its device and dtype are the reader's."""
+    """The key buffer ``[L, B, S, T, H, D]``: its layer count, device and dtype are the reader's."""
 
     def gather(self, layer: int, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values of ``frames`` ``[B, N]`` for one layer, as ``[B, N*T, H, D]``."""
@@ -22,23 +24,36 @@ class KVSource(Protocol):
 
 
 class MemoryReader:
-    """Implements the model's ``MemoryKV`` for one chunk.
+    """Fills the model's :class:`~relaxforcing.model.wan.MemoryKV` for one chunk at a time.
 
-    Every denoising step and the clean pass of a chunk attend to the same frames at the same positions, so each
-    layer's gathered, rotated keys are computed on first use and reused for the rest of the chunk.
+    Every denoising step and the clean pass of a chunk attend to the same frames at the same positions, so the
+    attended keys are gathered and rotated once per chunk, layer by layer, into one workspace ``[L, B, Lm, H, D]``
+    for keys and one for values. The workspace is kept while the attended length stays the same (every chunk at a
+    policy's steady state), so no copy of the attended cache is allocated per chunk; a :class:`MemoryKV` is valid
+    until the next :meth:`read`.
     """
 
-    def __init__(self, store: KVSource, view: MemoryView, grid_hw: tuple[int, int], head_dim: int):
+    def __init__(self, store: KVSource):
         self.store = store
-        self.frames = view.frames
-        device = store.k.device
-        dtype = rotation_dtype(store.k.dtype)
-        self.rope = rope_factors(view.positions.to(device), grid_hw, head_dim, dtype)  # [B, N*T, D/2]
-        self.keep = None if view.keep_tokens is None else view.keep_tokens.flatten(1).to(device)
-        self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._keys: torch.Tensor | None = None  # [L, B, Lm, H, D]
+        self._values: torch.Tensor | None = None
 
-    def kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        if layer not in self._cache:
-            k, v = self.store.gather(layer, self.frames)
-            self._cache[layer] = (apply_rope(k, self.rope), v)
-        return (*self._cache[layer], self.keep)
+    def read(self, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryKV | None:
+        """The rotated keys and values of ``view``'s frames at ``view``'s positions (None when it has no frames)."""
+        if view.frames.shape[1] == 0:
+            return None
+        source = self.store.k
+        rope = rope_factors(view.positions.to(source.device), grid_hw, head_dim,
+                            rotation_dtype(source.dtype))  # [B, N*T, D/2, 2]
+        layers, batch, _, tokens, heads, dim = source.shape
+        shape = (layers, batch, view.frames.shape[1] * tokens, heads, dim)
+        if self._keys is None or self._keys.shape != shape:
+            self._keys = self._values = None  # free the old workspace before taking the new one
+            self._keys = torch.empty(shape, dtype=source.dtype, device=source.device)
+            self._values = torch.empty(shape, dtype=source.dtype, device=source.device)
+        for layer in range(layers):
+            k, v = self.store.gather(layer, view.frames)
+            self._keys[layer].copy_(apply_rope(k, rope))
+            self._values[layer].copy_(v)
+        keep = None if view.keep_tokens is None else view.keep_tokens.flatten(1).to(source.device)
+        return MemoryKV(self._keys, self._values, keep)

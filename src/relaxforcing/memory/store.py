@@ -6,6 +6,7 @@ import torch
 
 from relaxforcing.memory.reader import MemoryReader
 from relaxforcing.memory.view import MemoryView
+from relaxforcing.model.wan import MemoryKV
 
 
 class FrameStore:
@@ -42,6 +43,7 @@ class FrameStore:
         self.prototype_sums = torch.zeros(batch, slots, head_dim, dtype=torch.float32, device=device)  # [B, S, D]
         self.slot_frame = [-1] * slots  # global frame held by each slot (-1 = empty), host-side bookkeeping
         self.num_frames = 0  # frames committed so far; the next chunk starts here
+        self._reader = MemoryReader(self)
 
     @property
     def batch(self) -> int:
@@ -103,9 +105,10 @@ class FrameStore:
         rows = torch.arange(self.batch, device=slots.device)[:, None]
         return self.k[layer, rows, slots].flatten(1, 2), self.v[layer, rows, slots].flatten(1, 2)
 
-    def reader(self, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryReader:
-        """The keys/values a chunk attends to under ``view``."""
-        return MemoryReader(self, view, grid_hw, head_dim)
+    def read(self, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryKV | None:
+        """The rotated keys/values a chunk attends to under ``view``, in the store's reused workspace (valid until
+        the next read); None when the view attends no cached frame."""
+        return self._reader.read(view, grid_hw, head_dim)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The buffers, for a snapshot (with :meth:`state_meta`)."""

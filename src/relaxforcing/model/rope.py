@@ -23,23 +23,23 @@ def axis_frequencies(head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.T
 
 
 def rotation_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Complex dtype the rotation of activations of ``dtype`` is computed in (see :func:`apply_rope`)."""
-    return torch.complex128 if dtype in (torch.float32, torch.float64) else torch.complex64
+    """Real dtype the rotation of activations of ``dtype`` is computed in (see :func:`apply_rope`)."""
+    return torch.float64 if dtype in (torch.float32, torch.float64) else torch.float32
 
 
 def rope_factors(
-    frame_positions: torch.Tensor, grid_hw: tuple[int, int], head_dim: int, dtype: torch.dtype = torch.complex128
+    frame_positions: torch.Tensor, grid_hw: tuple[int, int], head_dim: int, dtype: torch.dtype = torch.float64
 ) -> torch.Tensor:
-    """Complex rotation factors for frames at the given temporal positions.
+    """Rotation factors (cos, sin) for frames at the given temporal positions.
 
     Args:
         frame_positions: ``[..., F]`` temporal position of each frame (any integer, no upper bound).
         grid_hw: token grid (h, w) of one frame.
         head_dim: attention head width.
-        dtype: complex dtype of the result (angles are always computed in float64).
+        dtype: real dtype of the result (angles are always computed in float64).
 
     Returns:
-        ``[..., F * h * w, head_dim / 2]``, tokens in (frame, row, column) order.
+        ``[..., F * h * w, head_dim / 2, 2]`` (cos, sin) pairs, tokens in (frame, row, column) order.
     """
     h, w = grid_hw
     ft, fh, fw = (f.to(frame_positions.device) for f in axis_frequencies(head_dim))
@@ -57,18 +57,20 @@ def rope_factors(
         ],
         dim=-1,
     )
-    return torch.polar(torch.ones_like(angles), angles).flatten(-4, -2).to(dtype)
+    # cos and sin of float64 angles, as the reference's torch.polar gives them, then rounded to ``dtype``
+    factors = torch.view_as_real(torch.polar(torch.ones_like(angles), angles))  # [..., F, h, w, D/2, 2]
+    return factors.flatten(-5, -3).to(dtype)
 
 
 def apply_rope(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs of ``x`` ``[B, L, H, D]`` by ``factors`` ``[B or 1, L, D/2]``.
+    """Rotate interleaved pairs of ``x`` ``[B, L, H, D]`` by ``factors`` ``[B or 1, L, D/2, 2]``.
 
-    Float32 inputs are rotated in float64, as the reference does. Half-precision inputs are rotated in float32:
-    the result differs from float64 rotation by ~1e-7 relative, far below bf16/fp16 resolution, at a quarter of
-    the memory traffic.
+    The complex product (a + ib)(cos + i sin) written in real arithmetic, so that ``torch.compile`` fuses it (it
+    does not generate code for complex tensors); on CPU it is bitwise the complex product. Float32 inputs are
+    rotated in float64, as the reference does. Half-precision inputs are rotated in float32: the result differs from
+    float64 rotation by ~1e-7 relative, far below bf16/fp16 resolution.
     """
-    compute = rotation_dtype(x.dtype)
-    real = torch.float64 if compute == torch.complex128 else torch.float32
-    pairs = torch.view_as_complex(x.to(real).unflatten(-1, (-1, 2)))  # [B, L, H, D/2]
-    rotated = torch.view_as_real(pairs * factors.to(compute)[:, :, None, :]).flatten(-2)
-    return rotated.to(x.dtype)
+    real = rotation_dtype(x.dtype)
+    a, b = x.to(real).unflatten(-1, (-1, 2)).unbind(-1)  # [B, L, H, D/2] each
+    cos, sin = factors.to(real)[:, :, None].unbind(-1)  # [B or 1, L, 1, D/2]
+    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2).to(x.dtype)

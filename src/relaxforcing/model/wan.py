@@ -8,9 +8,10 @@ time from positions the caller chooses, so any temporal position works and memor
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Protocol
+from pathlib import Path
 
 import torch
 import torch.nn as nn
@@ -24,12 +25,17 @@ KVCapture = Callable[[int, torch.Tensor, torch.Tensor], None]
 """Receives ``(layer, k, v)`` with un-roped ``[B, L, H, D]`` keys and values of the current tokens."""
 
 
-class MemoryKV(Protocol):
-    """Per-layer keys/values of the memory a chunk attends to, already rotated to their positions."""
+@dataclass
+class MemoryKV:
+    """The keys/values a chunk attends to before its own tokens, for every layer, already rotated to their
+    positions. It enters each block as tensors (``keys[layer]``), so a compiled block sees no Python lookups."""
 
-    def kv(self, layer: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Return ``(k [B, Lm, H, D], v [B, Lm, H, D], keep [B, Lm] bool or None)``."""
-        ...
+    keys: torch.Tensor
+    """``[L, B, Lm, H, D]`` rotated keys."""
+    values: torch.Tensor
+    """``[L, B, Lm, H, D]``."""
+    keep: torch.Tensor | None = None
+    """``[B, Lm]`` bool token-level retention (None = every token)."""
 
 
 def sinusoidal_embedding(dim: int, position: torch.Tensor) -> torch.Tensor:
@@ -67,7 +73,7 @@ class SelfAttentionInputs:
     """Everything self-attention needs besides a block's own tokens; shared by all blocks of one forward."""
 
     rope: torch.Tensor
-    """``[B or 1, Lq, D/2]`` complex rotation of the current tokens."""
+    """``[B or 1, Lq, D/2, 2]`` (cos, sin) rotation of the current tokens."""
     memory: MemoryKV | None = None
     """Cached keys/values attended before the current tokens (incremental path)."""
     mask: torch.Tensor | None = None
@@ -87,22 +93,23 @@ class SelfAttention(nn.Module):
         self.norm_q = RMSNorm(cfg.dim, cfg.eps)
         self.norm_k = RMSNorm(cfg.dim, cfg.eps)
 
-    def forward(self, x: torch.Tensor, layer: int, inputs: SelfAttentionInputs) -> torch.Tensor:
+    def forward(
+        self,
+        x: torch.Tensor,  # [B, Lq, C]
+        rope: torch.Tensor,  # [B or 1, Lq, D/2, 2]
+        memory_k: torch.Tensor | None,  # [B, Lm, H, D], rotated
+        memory_v: torch.Tensor | None,
+        mask: torch.Tensor | None,  # [B or 1, 1, Lq, Lm + Lq]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Attention output ``[B, Lq, C]`` and this layer's un-roped keys and values ``[B, Lq, H, D]``."""
         heads = (self.num_heads, -1)
         q = self.norm_q(self.q(x)).unflatten(-1, heads)  # [B, Lq, H, D]
         k = self.norm_k(self.k(x)).unflatten(-1, heads)
         v = self.v(x).unflatten(-1, heads)
-        if inputs.capture_kv is not None:
-            inputs.capture_kv(layer, k, v)
-        q, k = apply_rope(q, inputs.rope), apply_rope(k, inputs.rope)
-        mask = inputs.mask
-        if inputs.memory is not None:
-            mem_k, mem_v, keep = inputs.memory.kv(layer)
-            k, v = torch.cat([mem_k, k], dim=1), torch.cat([mem_v, v], dim=1)
-            if keep is not None and mask is None:
-                own = keep.new_ones(keep.shape[0], x.shape[1])
-                mask = torch.cat([keep, own], dim=1)[:, None, None, :]
-        return self.o(attention(q, k, v, mask).flatten(2))
+        keys, values = apply_rope(k, rope), v
+        if memory_k is not None:
+            keys, values = torch.cat([memory_k, keys], dim=1), torch.cat([memory_v, values], dim=1)
+        return self.o(attention(apply_rope(q, rope), keys, values, mask).flatten(2)), k, v
 
 
 class CrossAttention(nn.Module):
@@ -144,22 +151,30 @@ class Block(nn.Module):
         self,
         x: torch.Tensor,  # [B, F*T, C]
         e0: torch.Tensor,  # [B, F, 6, C]
-        context_kv: tuple[torch.Tensor, torch.Tensor],
-        layer: int,
-        inputs: SelfAttentionInputs,
-    ) -> torch.Tensor:
+        context_kv: tuple[torch.Tensor, torch.Tensor],  # [B, Lt, H, D] each
+        rope: torch.Tensor,  # [B or 1, F*T, D/2, 2]
+        memory_k: torch.Tensor | None = None,  # [B, Lm, H, D], rotated
+        memory_v: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,  # [B or 1, 1, F*T, Lm + F*T]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The block's output ``[B, F*T, C]`` and its un-roped self-attention keys and values ``[B, F*T, H, D]``.
+
+        Every input is a tensor, so one compiled graph serves all blocks, every denoising step and the clean pass
+        (:meth:`CausalWanModel.compile_blocks`).
+        """
         frames = e0.shape[1]
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation[:, None] + e0).unbind(2)  # [B, F, C]
 
         def per_frame(t: torch.Tensor) -> torch.Tensor:  # [B, F*T, C] -> [B, F, T, C]
             return t.unflatten(1, (frames, -1))
 
-        y = self.self_attn((per_frame(self.norm1(x)) * (1 + scale1[:, :, None]) + shift1[:, :, None]).flatten(1, 2),
-                           layer, inputs)
+        y, k, v = self.self_attn(
+            (per_frame(self.norm1(x)) * (1 + scale1[:, :, None]) + shift1[:, :, None]).flatten(1, 2),
+            rope, memory_k, memory_v, mask)
         x = x + (per_frame(y) * gate1[:, :, None]).flatten(1, 2)
         x = x + self.cross_attn(self.norm3(x), context_kv)
         y = self.ffn((per_frame(self.norm2(x)) * (1 + scale2[:, :, None]) + shift2[:, :, None]).flatten(1, 2))
-        return x + (per_frame(y) * gate2[:, :, None]).flatten(1, 2)
+        return x + (per_frame(y) * gate2[:, :, None]).flatten(1, 2), k, v
 
 
 class Head(nn.Module):
@@ -174,6 +189,14 @@ class Head(nn.Module):
         shift, scale = (self.modulation[:, None] + e[:, :, None]).unbind(2)  # [B, F, C]
         x = self.norm(x).unflatten(1, (e.shape[1], -1))
         return self.head((x * (1 + scale[:, :, None]) + shift[:, :, None]).flatten(1, 2))
+
+
+@dataclass
+class CompiledParts:
+    """``torch.compile`` wrappers of a model's blocks and head (sharing their parameters; not submodules)."""
+
+    blocks: list[Callable]
+    head: Callable
 
 
 class CausalWanModel(nn.Module):
@@ -194,6 +217,30 @@ class CausalWanModel(nn.Module):
         self.time_projection = nn.Sequential(nn.SiLU(), nn.Linear(cfg.dim, 6 * cfg.dim))
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
+        self._compiled: CompiledParts | None = None
+
+    # ---- compilation -------------------------------------------------------------------------------------------
+
+    def compile_blocks(self, mode: str | None = None) -> None:
+        """Compile the blocks and the head with ``torch.compile(fullgraph=True, dynamic=False)`` for the calls that
+        ask for it (``forward_chunk(..., compiled=True)``: the sampler asks at a policy's steady state).
+
+        The blocks share one graph (all layers, every denoising step and the clean pass: they take only tensors), so
+        a policy at steady state runs one compiled graph per shape; warm-up chunks, whose memory is still growing,
+        run eagerly instead of compiling a graph for each length. Inductor fuses the elementwise work around the
+        matmuls and attention (float32 norms and modulation, RoPE in float32, gates, residuals). Compiled graphs
+        are cached on disk (``TORCHINDUCTOR_CACHE_DIR``, default ``~/.cache/relaxforcing/inductor``), so a second
+        process starts fast.
+        """
+        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "relaxforcing" / "inductor"
+        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
+        options = {"fullgraph": True, "dynamic": False, "mode": mode}
+        self._compiled = CompiledParts([torch.compile(block, **options) for block in self.blocks],
+                                       torch.compile(self.head, **options))
+
+    @property
+    def compiled(self) -> bool:
+        return self._compiled is not None
 
     # ---- shared pieces -------------------------------------------------------------------------------------
 
@@ -235,18 +282,28 @@ class CausalWanModel(nn.Module):
         t: torch.Tensor,  # [B, F]
         context_kv: list[tuple[torch.Tensor, torch.Tensor]],
         inputs: SelfAttentionInputs,
+        compiled: bool = False,
     ) -> torch.Tensor:
+        blocks, head = (self._compiled.blocks, self._compiled.head) if compiled and self.compiled else (
+            self.blocks, self.head)
         # 1. Patch embedding: tokens in (frame, row, column) order.
         tokens = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))
         grid = tokens.shape[2:]
         tokens = tokens.flatten(2).transpose(1, 2)  # [B, F*h*w, C]
         # 2. Per-frame timestep modulation.
         e, e0 = self._time(t, tokens.dtype)
-        # 3. Blocks.
-        for layer, block in enumerate(self.blocks):
-            tokens = block(tokens, e0, context_kv[layer], layer, inputs)
+        # 3. Blocks: the memory enters each as tensors; keys/values of the current tokens go to capture_kv.
+        memory, mask = inputs.memory, inputs.mask
+        if memory is not None and memory.keep is not None and mask is None:
+            own = memory.keep.new_ones(memory.keep.shape[0], tokens.shape[1])
+            mask = torch.cat([memory.keep, own], dim=1)[:, None, None, :]  # [B, 1, 1, Lm + Lq]
+        for layer, block in enumerate(blocks):
+            memory_kv = (memory.keys[layer], memory.values[layer]) if memory is not None else (None, None)
+            tokens, k, v = block(tokens, e0, context_kv[layer], inputs.rope, *memory_kv, mask)
+            if inputs.capture_kv is not None:
+                inputs.capture_kv(layer, k, v)
         # 4. Head and unpatchify.
-        return self._unpatchify(self.head(tokens, e), grid)
+        return self._unpatchify(head(tokens, e), grid)
 
     def _unpatchify(self, tokens: torch.Tensor, grid: torch.Size) -> torch.Tensor:
         """``[B, F*h*w, p_f*p_h*p_w*C]`` -> ``[B, C, F*p_f, h*p_h, w*p_w]``."""
@@ -329,6 +386,7 @@ class CausalWanModel(nn.Module):
         query_positions: torch.Tensor,
         memory: MemoryKV | None = None,
         capture_kv: KVCapture | None = None,
+        compiled: bool = False,
     ) -> torch.Tensor:
         """Denoise one chunk against a memory of cached frames.
 
@@ -338,6 +396,7 @@ class CausalWanModel(nn.Module):
             query_positions: ``[f]`` or ``[B, f]`` temporal RoPE positions of the chunk's frames.
             memory: keys/values of the attended cached frames (rotated by the memory itself), or None.
             capture_kv: receives each layer's un-roped keys and values of this chunk (to commit it).
+            compiled: run the blocks compiled by :meth:`compile_blocks` (if they are); for shapes that recur.
 
         Returns:
             ``[B, C_out, f, H, W]`` flow prediction.
@@ -348,4 +407,4 @@ class CausalWanModel(nn.Module):
         dtype = rotation_dtype(self.patch_embedding.weight.dtype)
         rope = rope_factors(positions.to(x.device), grid, self.config.head_dim, dtype)
         inputs = SelfAttentionInputs(rope=rope, memory=memory, capture_kv=capture_kv)
-        return self._run(x, t, context_kv, inputs)
+        return self._run(x, t, context_kv, inputs, compiled)

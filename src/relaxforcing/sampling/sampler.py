@@ -7,10 +7,9 @@ from dataclasses import dataclass, field
 import torch
 
 from relaxforcing.memory.policies.base import MemoryPolicy
-from relaxforcing.memory.reader import MemoryReader
 from relaxforcing.memory.store import FrameStore
 from relaxforcing.memory.view import MemoryView
-from relaxforcing.model.wan import CausalWanModel
+from relaxforcing.model.wan import CausalWanModel, MemoryKV
 from relaxforcing.sampling.schedule import FlowSchedule
 
 CrossKV = list[tuple[torch.Tensor, torch.Tensor]]
@@ -51,6 +50,8 @@ class ChunkSampler:
         self.model = model
         self.policy = policy
         self.schedule = schedule or FlowSchedule()
+        self.steady_frames = policy.steady_frames()
+        """Cached frames attended at steady state: chunks that attend this many run the compiled blocks."""
         self.timesteps = self.schedule.timesteps()
         self.sigmas = [self.schedule.sigma(t) for t in self.timesteps]
 
@@ -75,10 +76,16 @@ class ChunkSampler:
         """Fresh Gaussian noise ``[B, *shape]``, each sample from its own generator."""
         return torch.stack([torch.randn(shape, generator=g, device=self.device) for g in generators])
 
-    def reader(self, store: FrameStore, start: int, latent_hw: tuple[int, int]) -> tuple[MemoryReader, MemoryView]:
-        """The policy's view of ``store`` for the chunk at ``start``, and a reader of the keys/values it names."""
+    def read_memory(self, store: FrameStore, start: int, latent_hw: tuple[int, int]
+                    ) -> tuple[MemoryKV | None, MemoryView]:
+        """The policy's view of ``store`` for the chunk at ``start``, and the keys/values it names."""
         view = self.policy.select(store, start)
-        return store.reader(view, self.model.token_grid(latent_hw), self.model.config.head_dim), view
+        return store.read(view, self.model.token_grid(latent_hw), self.model.config.head_dim), view
+
+    def compiled_for(self, view: MemoryView) -> bool:
+        """Whether a chunk under ``view`` runs the compiled blocks: at steady state only (warm-up chunks, whose
+        memory is still growing, run eagerly rather than compile a graph for each length)."""
+        return view.frames.shape[1] == self.steady_frames
 
     @torch.no_grad()
     def denoise_chunk(
@@ -92,13 +99,14 @@ class ChunkSampler:
     ) -> Chunk:
         """Denoise the chunk starting at ``store.num_frames``; commit its clean keys/values unless told not to."""
         model, f, start = self.model, self.chunk_frames, store.num_frames
-        reader, view = self.reader(store, start, latent_hw)
+        memory, view = self.read_memory(store, start, latent_hw)
+        compiled = self.compiled_for(view)
         shape = (model.config.in_dim, f, *latent_hw)
         x = self.noise(generators, shape)
         batch = x.shape[0]
         for i, (timestep, sigma) in enumerate(zip(self.timesteps, self.sigmas, strict=True)):
             t = torch.full((batch, f), timestep, device=self.device)
-            flow = model.forward_chunk(x, t, cross_kv, view.query_positions, memory=reader)
+            flow = model.forward_chunk(x, t, cross_kv, view.query_positions, memory=memory, compiled=compiled)
             x0 = (x.double() - sigma * flow.double()).float()
             if i + 1 < len(self.timesteps):
                 next_sigma = self.sigmas[i + 1]
@@ -108,18 +116,18 @@ class ChunkSampler:
                     noise = (x.double() + (1 - sigma) * flow.double()).float()
                 x = (1 - next_sigma) * x0 + next_sigma * noise
         if commit:
-            self.clean_pass(store, cross_kv, x0, reader, view.query_positions)
+            self.clean_pass(store, cross_kv, x0, memory, view.query_positions, compiled)
         return Chunk(index=index, start=start, latents=x0, trace=view.trace_records(index, self.policy.name))
 
     @torch.no_grad()
-    def clean_pass(self, store: FrameStore, cross_kv: CrossKV, x0: torch.Tensor, reader: MemoryReader,
-                   queries: torch.Tensor) -> None:
+    def clean_pass(self, store: FrameStore, cross_kv: CrossKV, x0: torch.Tensor, memory: MemoryKV | None,
+                   queries: torch.Tensor, compiled: bool = False) -> None:
         """Run the clean chunk ``x0`` ``[B, C, f, h, w]`` at t = 0 and commit its keys/values to the store."""
         keys: list[torch.Tensor] = []
         values: list[torch.Tensor] = []
         t = torch.zeros(x0.shape[0], x0.shape[2], device=self.device)
-        self.model.forward_chunk(x0, t, cross_kv, queries, memory=reader,
-                                 capture_kv=lambda layer, k, v: (keys.append(k), values.append(v)))
+        self.model.forward_chunk(x0, t, cross_kv, queries, memory=memory,
+                                 capture_kv=lambda layer, k, v: (keys.append(k), values.append(v)), compiled=compiled)
         store.commit(store.num_frames, keys, values)
 
     @torch.no_grad()
@@ -134,6 +142,6 @@ class ChunkSampler:
             raise ValueError(f"replay needs an empty store and whole chunks, got {store.num_frames} frames stored "
                              f"and {latents.shape[2]} latents")
         for start in range(0, latents.shape[2], f):
-            reader, view = self.reader(store, start, latent_hw)
+            memory, view = self.read_memory(store, start, latent_hw)
             chunk = latents[:, :, start:start + f].to(self.device)
-            self.clean_pass(store, cross_kv, chunk, reader, view.query_positions)
+            self.clean_pass(store, cross_kv, chunk, memory, view.query_positions, self.compiled_for(view))

@@ -186,7 +186,7 @@ class StreamSession:
         if earlier:
             view = MemoryView.shared(start, self.batch, earlier, earlier, ["window"] * len(earlier),
                                      range(start, start + x.shape[2]))
-            memory = self.store.reader(view, model.token_grid(self.latent_hw), model.config.head_dim)
+            memory = self.store.read(view, model.token_grid(self.latent_hw), model.config.head_dim)
         keys: list[torch.Tensor] = []
         values: list[torch.Tensor] = []
         t = torch.zeros(self.batch, x.shape[2], device=self.sampler.device)

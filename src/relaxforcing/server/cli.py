@@ -47,6 +47,8 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
         max_seconds: Annotated[float, typer.Option(help="Longest video a page may ask for.")] = 60.0,
         max_jobs: Annotated[int, typer.Option(help="Generations running at once over all pages.")] = 2,
+        compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Compile the DiT's chunk step "
+                                                     "(torch.compile; default: on CUDA only).")] = None,
     ) -> None:
         """Serve the live viewer: type a prompt, watch it stream, inspect the memory, switch prompts."""
         try:
@@ -59,7 +61,7 @@ def register(app: typer.Typer) -> None:
         from relaxforcing.loaders import load_pipeline
 
         with listen(host, port) as listener:
-            pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device)
+            pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device, compile=compile)
             hosts = allowed_hosts_for(host)
             web = create_app(pipe, allowed_hosts=hosts, max_seconds=max_seconds, max_jobs=max_jobs)
             shown = f"[{host}]" if ":" in host else host

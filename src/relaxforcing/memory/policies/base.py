@@ -58,6 +58,11 @@ class MemoryPolicy(ABC):
     def select(self, store: StoreView, start: int) -> MemoryView:
         """Frames and positions for the chunk starting at global frame ``start``."""
 
+    def steady_frames(self) -> int:
+        """Cached frames attended per chunk once warm-up is over (the memory length at steady state)."""
+        far = 100_000 * self.chunk_frames
+        return self.select(_SteadyStateStore(far), far).frames.shape[1]
+
     def queries(self, start: int) -> range:
         """Absolute frame indices of the chunk being denoised."""
         return range(start, start + self.chunk_frames)
@@ -68,6 +73,18 @@ class MemoryPolicy(ABC):
 
         params = ",".join(f"{f.name}={getattr(self, f.name)}" for f in fields(self) if f.name != "chunk_frames")
         return f"{self.name}:{params}" if params else self.name
+
+
+class _SteadyStateStore:
+    """A ``StoreView`` far into a stream: enough for a policy's layout (which frames, not which scores)."""
+
+    batch = 1
+
+    def __init__(self, num_frames: int):
+        self.num_frames = num_frames
+
+    def prototypes(self, frames: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.normalize(torch.ones(frames.shape[0], 8) + frames.float().mean(), dim=-1)
 
 
 def contiguous_positions(start: int, count: int) -> list[int]:
