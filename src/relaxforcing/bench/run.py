@@ -40,6 +40,8 @@ class BenchResult:
     """A separate run up to two steady-state chunks before the timed one: compilation, kernel selection."""
     steady_chunks: int
     """Chunks averaged over: those whose memory has reached its steady-state length (warm-up chunks excluded)."""
+    compiled_error: float | None
+    """With a compiled DiT: relative L2 difference of chunk 10's latents, compiled vs eager (same seed)."""
     peak_memory_gb: float
     """Peak device memory (CUDA) or the frame store's size (CPU), GB."""
     store_gb: float
@@ -120,8 +122,23 @@ def bench_policy(
         dit_ms_per_chunk=1e3 * dit_s / chunks, decode_ms_per_chunk=1e3 * decode_s / chunks,
         e2e_fps=frames_out / wall_s, dit_fps=frames_out / dit_s,
         first_frame_s=first_frame, warmup_s=warmup_s, steady_chunks=chunks, peak_memory_gb=peak / 1e9,
-        store_gb=store.nbytes() / 1e9,
+        store_gb=store.nbytes() / 1e9, compiled_error=compiled_error(pipe, policy, prompt),
     )
+
+
+def compiled_error(pipe: VideoPipeline, policy: str, prompt: str, chunks: int = 10) -> float | None:
+    """``|compiled - eager| / |eager|`` (L2) of the latents of chunk ``chunks`` (None when nothing is compiled)."""
+    if not pipe.model.compiled:
+        return None
+
+    def last_chunk() -> torch.Tensor:
+        session = pipe.session([prompt], [3], chunks * pipe.model.config.chunk_frames, policy)
+        return [c.latents for c in session][-1].double()
+
+    compiled = last_chunk()
+    with pipe.model.eager():
+        eager = last_chunk()
+    return float((compiled - eager).norm() / eager.norm())
 
 
 def attended_by(chunk: Chunk) -> int:
@@ -136,6 +153,10 @@ def warm_up(pipe: VideoPipeline, policy: str, prompt: str, attended: int) -> Non
         chunk = session.next_chunk()
         output.decode(chunk)
         steady += attended_by(chunk) == attended
+
+
+LAUNCH_CALLS = {"cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx", "cudaGraphLaunch"}
+"""Host-side calls that launch device work (a CUDA graph replay is one launch however many kernels it holds)."""
 
 
 def profile_chunk(pipe: VideoPipeline, policy: str, prompt: str = "a red circle bouncing on a black background",
@@ -160,11 +181,13 @@ def profile_chunk(pipe: VideoPipeline, policy: str, prompt: str = "a red circle 
         kernels = [(e.name, e.device_time) for e in prof.events() if e.device_type == torch.autograd.DeviceType.CUDA]
     else:
         kernels = [(e.name, e.cpu_time_total) for e in prof.events() if e.cpu_parent is None]
+    launches = sum(e.name in LAUNCH_CALLS for e in prof.events())
     by_name: dict[str, list[float]] = {}
     for name, us in kernels:
         by_name.setdefault(name, []).append(us)
     ranked = sorted(by_name.items(), key=lambda item: -sum(item[1]))[:top]
-    return {"policy": policy, "kernels": len(kernels), "device_ms": sum(us for _, us in kernels) / 1e3,
+    return {"policy": policy, "kernels": len(kernels), "launches": launches,
+            "device_ms": sum(us for _, us in kernels) / 1e3,
             "top": [{"name": name[:90], "ms": sum(times) / 1e3, "calls": len(times)} for name, times in ranked]}
 
 
@@ -193,7 +216,10 @@ def markdown(report: dict) -> str:
     """The benchmark table, with relax/dense ratios measured in the same run."""
     head = ("| policy | length | attended frames | self-attn ms/chunk | DiT ms/chunk | decode ms/chunk | DiT fps | "
             "e2e fps | first frame s | warm-up s | peak GB |")
-    lines = [f"compiled: {'yes' if report.get('compiled') else 'no'}", "", head, "|---" * 11 + "|"]
+    errors = ", ".join(f"{r['policy']} {r['compiled_error']:.2e}" for r in report["results"]
+                       if r.get("compiled_error") is not None)
+    lines = [f"compiled: {'yes (compiled vs eager, relative L2 of chunk 10: ' + errors + ')' if errors else 'no'}",
+             "", head, "|---" * 11 + "|"]
     for r in report["results"] + report["long"]:
         lines.append(f"| {r['policy']} | {r['seconds']:g} s | {r['attended_frames']} | "
                      f"{r['self_attention_ms_per_chunk']:.1f} | {r['dit_ms_per_chunk']:.1f} | "
@@ -207,7 +233,8 @@ def markdown(report: dict) -> str:
                       f"DiT-only {relax['dit_fps'] / dense['dit_fps']:.2f}x, "
                       f"end-to-end {relax['e2e_fps'] / dense['e2e_fps']:.2f}x"]
     for prof in report.get("profiles", []):
-        lines += ["", f"{prof['policy']}: one steady chunk, {prof['kernels']} kernels, {prof['device_ms']:.1f} ms "
-                      "device time", "", "| kernel | ms | calls |", "|---|---|---|"]
+        lines += ["", f"{prof['policy']}: one steady chunk, {prof['kernels']} kernels, {prof['launches']} launch calls "
+                      f"(kernels + CUDA graphs), {prof['device_ms']:.1f} ms device time", "",
+                  "| kernel | ms | calls |", "|---|---|---|"]
         lines += [f"| `{k['name']}` | {k['ms']:.1f} | {k['calls']} |" for k in prof["top"]]
     return "\n".join(lines)

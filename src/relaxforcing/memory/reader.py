@@ -30,19 +30,18 @@ class MemoryReader:
     attended keys are gathered and rotated once per chunk, layer by layer, into one workspace ``[L, B, Lm, H, D]``
     for keys and one for values. The workspace is kept while the attended length stays the same (every chunk at a
     policy's steady state), so no copy of the attended cache is allocated per chunk; a :class:`MemoryKV` is valid
-    until the next :meth:`read`.
+    until the next :meth:`read`. The reader holds no reference to its store (a store owns its reader).
     """
 
-    def __init__(self, store: KVSource):
-        self.store = store
+    def __init__(self) -> None:
         self._keys: torch.Tensor | None = None  # [L, B, Lm, H, D]
         self._values: torch.Tensor | None = None
 
-    def read(self, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryKV | None:
+    def read(self, store: KVSource, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryKV | None:
         """The rotated keys and values of ``view``'s frames at ``view``'s positions (None when it has no frames)."""
         if view.frames.shape[1] == 0:
             return None
-        source = self.store.k
+        source = store.k
         rope = rope_factors(view.positions.to(source.device), grid_hw, head_dim,
                             rotation_dtype(source.dtype))  # [B, N*T, D/2, 2]
         layers, batch, _, tokens, heads, dim = source.shape
@@ -52,7 +51,7 @@ class MemoryReader:
             self._keys = torch.empty(shape, dtype=source.dtype, device=source.device)
             self._values = torch.empty(shape, dtype=source.dtype, device=source.device)
         for layer in range(layers):
-            k, v = self.store.gather(layer, view.frames)
+            k, v = store.gather(layer, view.frames)
             self._keys[layer].copy_(apply_rope(k, rope))
             self._values[layer].copy_(v)
         keep = None if view.keep_tokens is None else view.keep_tokens.flatten(1).to(source.device)

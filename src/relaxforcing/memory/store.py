@@ -43,7 +43,7 @@ class FrameStore:
         self.prototype_sums = torch.zeros(batch, slots, head_dim, dtype=torch.float32, device=device)  # [B, S, D]
         self.slot_frame = [-1] * slots  # global frame held by each slot (-1 = empty), host-side bookkeeping
         self.num_frames = 0  # frames committed so far; the next chunk starts here
-        self._reader = MemoryReader(self)
+        self._reader = MemoryReader()  # its workspace, reused from chunk to chunk
 
     @property
     def batch(self) -> int:
@@ -108,7 +108,7 @@ class FrameStore:
     def read(self, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryKV | None:
         """The rotated keys/values a chunk attends to under ``view``, in the store's reused workspace (valid until
         the next read); None when the view attends no cached frame."""
-        return self._reader.read(view, grid_hw, head_dim)
+        return self._reader.read(self, view, grid_hw, head_dim)
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The buffers, for a snapshot (with :meth:`state_meta`)."""

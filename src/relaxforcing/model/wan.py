@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -241,6 +242,15 @@ class CausalWanModel(nn.Module):
     @property
     def compiled(self) -> bool:
         return self._compiled is not None
+
+    @contextmanager
+    def eager(self) -> Iterator[None]:
+        """Within the block, calls that ask for the compiled parts run eagerly (to compare the two paths)."""
+        compiled, self._compiled = self._compiled, None
+        try:
+            yield
+        finally:
+            self._compiled = compiled
 
     # ---- shared pieces -------------------------------------------------------------------------------------
 
