@@ -113,8 +113,8 @@ def test_incremental_dense_equals_full_block_causal_forward(tiny_model, tiny_con
     calls: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]] = []
     original = tiny_model.forward_chunk
 
-    def recording(x, t, cross_kv, query_positions, memory=None, capture_kv=None):
-        out = original(x, t, cross_kv, query_positions, memory=memory, capture_kv=capture_kv)
+    def recording(x, t, cross_kv, query_positions, **options):
+        out = original(x, t, cross_kv, query_positions, **options)
         calls.append((x, t, out, int(query_positions[0])))
         return out
 

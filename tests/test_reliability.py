@@ -48,7 +48,7 @@ def files(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("args, message", [
     (["generate", PROMPT, "--memory", "bogus"], "unknown memory policy 'bogus'"),
     (["generate", PROMPT, "--memory", "relax:sink=x"], "not a valid int"),
-    (["generate", "a red dragon", "--seconds", "1"], "unknown word 'dragon'"),
+    (["generate", "a red dragon", "--seconds", "1"], "'a red dragon' names nothing the toy model can draw"),
     (["generate", "   "], "the prompt is empty"),
     (["generate"], "give exactly one of PROMPT or --prompts"),
     (["generate", "--prompts", "missing.txt"], "prompt file missing.txt does not exist"),

@@ -115,7 +115,7 @@ def test_page_streams_a_relax_video_with_its_memory_timeline(server, page, tmp_p
     page.wait_for_selector("#connection.on")
 
     # Bad inputs come back as messages in the page, and the page keeps working.
-    for field, value, expected in [("#prompt", "a red dragon bouncing", "unknown word 'dragon'"),
+    for field, value, expected in [("#prompt", "a red dragon bouncing", "names nothing the toy model can draw"),
                                    ("#memory", "relax:foo=1", "relax: unknown parameter 'foo'"),
                                    ("#seconds", "1000", "seconds=1000 is out of range (0, 60.0]")]:
         page.fill("#prompt", PROMPT)

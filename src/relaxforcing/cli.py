@@ -232,6 +232,10 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
                              size=run.size, compile=run.compile)
         pipe.latent_frames(run.seconds)  # validate before any work
         pipe.prepare([p for p, _, _ in todo])  # umT5: this rank's prompts with one encoder load, before the DiT
+        for prompt in dict.fromkeys(p for p, _, _ in todo):
+            note = pipe.encode_text.interpret(prompt)
+            if note:
+                print(note, file=sys.stderr)
         state_dir = run.state_dir()
         snapshots = Snapshots(state_dir, every=run.snapshot_every if run.state else 0)
         columns = [TextColumn("{task.description}"), BarColumn(), TextColumn("chunk {task.completed}/{task.total}"),

@@ -80,6 +80,7 @@ def load_toy(device: str = "cpu", weights_dir: Path | None = None) -> VideoPipel
     from relaxforcing.codecs.toy_autoencoder import ToyAutoencoder
     from relaxforcing.text.toy import ToyTextEncoder
     from relaxforcing.toyworld.captions import VOCABULARY
+    from relaxforcing.toyworld.prompts import read_prompt
 
     folder = weights_dir or toy_weights_dir()
     weights, meta_path = folder / TOY_WEIGHTS, folder / TOY_META
@@ -96,7 +97,7 @@ def load_toy(device: str = "cpu", weights_dir: Path | None = None) -> VideoPipel
     schedule = meta["schedule"]
     return VideoPipeline(
         model=model,
-        encode_text=ToyTextEncoder(VOCABULARY, device),
+        encode_text=ToyTextEncoder(VOCABULARY, device, reader=read_prompt),
         codec=codec,
         latent_hw=tuple(meta["latent_hw"]),
         fps=meta["fps"],
@@ -174,6 +175,9 @@ class _RandomContexts:
 
     def prepare(self, prompts: list[str]) -> None:
         pass
+
+    def interpret(self, prompt: str) -> str | None:
+        return None
 
 
 def load_wan(

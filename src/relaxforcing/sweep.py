@@ -27,6 +27,7 @@ from relaxforcing.prompts import read_prompts, slug
 from relaxforcing.resume import Snapshots
 from relaxforcing.runner import Stopped, generate_videos
 from relaxforcing.snapshot import STATE_FILE, clear_snapshot, load_snapshot
+from relaxforcing.toyworld.prompts import read_prompt
 
 __all__ = [
     "Job",
@@ -247,7 +248,8 @@ def _generate(pipe: VideoPipeline, job: Job, seconds: float, checkpoint: Path | 
               "resumed_at_chunk": None if resume is None else resume.meta["chunk_index"]}
     job.gen_record.write_text(json.dumps(record, indent=1) + "\n")
     if checkpoint is None:  # toy model: the caption fixes the scene, so world-truth metrics can run
-        job.world_record.write_text(json.dumps({"caption": job.prompt, "seed": job.seed}) + "\n")
+        scene = read_prompt(job.prompt).caption  # what the toy model drew for a free-text prompt
+        job.world_record.write_text(json.dumps({"caption": scene, "seed": job.seed}) + "\n")
     os.replace(partial, job.video)
     clear_snapshot(job.state_dir)
     return record

@@ -17,3 +17,8 @@ class TextEncoder(Protocol):
     def prepare(self, prompts: Sequence[str]) -> None:
         """Make every prompt ready ahead of generation (e.g. one encoder load for all of them), or check them."""
         ...
+
+    def interpret(self, prompt: str) -> str | None:
+        """One line saying how ``prompt`` is read when the encoder reads it as something else (the toy model's
+        closed world), else None."""
+        ...

@@ -55,6 +55,10 @@ class PromptContexts:
             raise ValueError(f"the text encoder gives {width}-wide rows but the DiT takes text_dim={self.text_dim}")
         self._contexts.update(zip(missing, rows, strict=True))
 
+    def interpret(self, prompt: str) -> str | None:
+        """umT5 reads prompts as written."""
+        return None
+
     def __call__(self, prompts: list[str]) -> torch.Tensor:
         """``[B, text_len, text_dim]`` contexts on the pipeline's device and dtype, rows past each prompt zero."""
         self.prepare(prompts)

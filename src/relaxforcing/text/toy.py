@@ -6,7 +6,8 @@ import difflib
 import math
 import re
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Protocol
 
 import torch
 
@@ -32,6 +33,17 @@ def split_words(text: str, vocabulary: Sequence[str]) -> list[str]:
     return words
 
 
+class PromptReading(Protocol):
+    """What a prompt reader makes of free text (``toyworld.prompts.read_prompt`` gives one)."""
+
+    caption: str
+    """The caption to encode instead of the prompt."""
+
+    def note(self) -> str | None:
+        """One line telling the user how the prompt was read, or None when it was taken as written."""
+        ...
+
+
 class ToyTextEncoder:
     """Encodes prompts of a closed vocabulary to ``[B, 24, 64]`` without trained weights, like umT5 in shape.
 
@@ -42,25 +54,36 @@ class ToyTextEncoder:
     Args:
         vocabulary: every word a prompt may use (the toy world's: ``toyworld.VOCABULARY``).
         device: where :meth:`__call__` puts the embeddings.
+        reader: turns free text into a caption of the vocabulary first (the embedded model reads ordinary prompts
+            with ``toyworld.prompts.read_prompt``); without one, prompts must use the vocabulary.
     """
 
     text_len = TEXT_LEN
     text_dim = TEXT_DIM
 
-    def __init__(self, vocabulary: Sequence[str], device: torch.device | str = "cpu") -> None:
+    def __init__(self, vocabulary: Sequence[str], device: torch.device | str = "cpu",
+                 reader: Callable[[str], PromptReading] | None = None) -> None:
         self.vocabulary = tuple(vocabulary)
         self.device = device
+        self.reader = reader
         self._index = {word: i for i, word in enumerate(self.vocabulary)}
         self._words = torch.stack([_word_vector(word) for word in self.vocabulary])  # [V, D]
         self._positions = _sinusoids(TEXT_LEN, TEXT_DIM)  # [L, D]
 
     def __call__(self, prompts: list[str]) -> torch.Tensor:
-        """``[B, 24, 64]`` embeddings on :attr:`device` (the pipeline's text encoder interface)."""
+        """``[B, 24, 64]`` embeddings on :attr:`device` (the pipeline's text encoder interface); a ``reader``
+        first turns each prompt into its caption."""
+        if self.reader is not None:
+            prompts = [self.reader(p).caption for p in prompts]
         return self.encode(prompts, self.device)
 
     def prepare(self, prompts: Sequence[str]) -> None:
         """Nothing to load: checks the prompts only."""
-        self.encode(list(prompts))
+        self(list(prompts))
+
+    def interpret(self, prompt: str) -> str | None:
+        """How ``prompt`` is read, when the reader changed it (one line), else None."""
+        return None if self.reader is None else self.reader(prompt).note()
 
     def encode(self, prompts: Sequence[str], device: torch.device | str = "cpu") -> torch.Tensor:
         """Encode prompts to float32 ``[B, 24, 64]``; the empty prompt gives all zeros.
