@@ -105,3 +105,13 @@ def test_background_writer_makes_the_same_file_and_reports_errors(tmp_path):
         writer.write(frames[1])
     writer.close(complete=False)  # the error path never raises again
     assert not (tmp_path / "bad.mp4").exists()
+
+
+def test_a_newcomers_free_text_prompt_works_and_says_what_it_drew(tmp_path):
+    out = tmp_path / "free.mp4"
+    result = run_cli("generate", "A green square and a red circle moving on a dark background!", "--seconds", "0.75",
+                     "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    assert ('toy model: drawing "a green square and a red circle bouncing on a black background"'
+            in result.stderr), result.stderr
+    assert out.is_file()

@@ -312,6 +312,8 @@ def bench(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write all numbers as JSON here.")] = None,
     profile: Annotated[bool, typer.Option(help="Also profile one steady chunk per policy (kernels, top ops).")
                        ] = False,
+    overlap: Annotated[bool | None, typer.Option("--overlap/--no-overlap", help="Decode each chunk while the next "
+                                                 "is made, as generate does on CUDA (default: on CUDA).")] = None,
     device: Annotated[str | None, typer.Option(help="Device (default: cuda if available).")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Compile the DiT's chunk step "
                                                  "(torch.compile; default: on CUDA only).")] = None,
@@ -335,7 +337,7 @@ def bench(
             raise ValueError(f"--json {json_out} is a folder, not a file")
     pipe = (load_pipeline(device=device, compile=compile) if model == "toy"
             else random_pipeline(model, device=device, compile=compile))
-    report = run_bench(pipe, names, seconds, long_seconds, json_out, profile)
+    report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap)
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")
     print(markdown(report))
 

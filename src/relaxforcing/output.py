@@ -1,10 +1,13 @@
-"""VideoOutput: the one decode-and-write consumer of a stream's chunks."""
+"""VideoOutput: the one decode-and-write consumer of a stream's chunks, optionally overlapped with generation."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
+import torch
 
 from relaxforcing.codecs.base import ChunkDecoder
 from relaxforcing.sampling import Chunk
@@ -16,18 +19,33 @@ class VideoOutput:
 
     Chunks must arrive in order: the decoder carries its causal state from one to the next. With no writers the
     frames are only returned (the viewer, reports).
+
+    With ``overlap``, :meth:`submit` hands the chunk to a decode thread and returns at once, so the caller makes the
+    next chunk while this one is decoded (on CUDA on a stream of its own, which waits for the chunk's latents) and
+    written; chunks are still decoded and written one at a time, in order, with the same operations, so the frames
+    are the same. Use it as a context manager (or call :meth:`close`) so the last chunk is finished.
     """
 
-    def __init__(self, decoder: ChunkDecoder, writers: Sequence[VideoWriter] = ()):
+    def __init__(self, decoder: ChunkDecoder, writers: Sequence[VideoWriter] = (), overlap: bool = False):
         self.decoder = decoder
         self.writers = list(writers)
         self.frames_out = 0
         """Video frames per sample decoded so far."""
+        self.decode_seconds: list[float] = []
+        """Wall time of each chunk's decode (device work included)."""
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="relaxforcing-decode") if overlap else None
+        self._stream: torch.cuda.Stream | None = None
+        self._last: Future | None = None
 
     def decode(self, chunk: Chunk) -> np.ndarray:
         """The chunk's frames ``[B, T, H, W, 3]`` uint8 on the host; FloatingPointError for NaN/Inf latents."""
         chunk.check_finite()
-        frames = self.decoder.decode(chunk.latents).cpu().numpy()
+        return self._decode(chunk.latents)
+
+    def _decode(self, latents: torch.Tensor) -> np.ndarray:
+        began = time.perf_counter()
+        frames = self.decoder.decode(latents).cpu().numpy()
+        self.decode_seconds.append(time.perf_counter() - began)
         self.frames_out += frames.shape[1]
         return frames
 
@@ -37,8 +55,53 @@ class VideoOutput:
             writer.write(video)
 
     def __call__(self, chunk: Chunk) -> np.ndarray:
-        """Decode ``chunk``, write its frames, and return them."""
-        frames = self.decode(chunk)
-        if self.writers:
-            self.write(frames)
+        """Decode ``chunk``, write its frames, and return them (after any chunk submitted before it)."""
+        self.submit(chunk)
+        return self.wait()
+
+    def submit(self, chunk: Chunk) -> Future:
+        """Decode and write ``chunk`` after the chunks before it; the future holds its frames. Without overlap the
+        work is done before this returns. A NaN/Inf chunk raises here, before anything of it is written."""
+        chunk.check_finite()
+        if self._pool is None:
+            future: Future = Future()
+            future.set_result(self._decode_and_write(chunk.latents, None))
+        else:
+            ready = None
+            if chunk.latents.is_cuda:  # the decode stream starts once the chunk's latents are made
+                ready = torch.cuda.Event()
+                ready.record()
+                if self._stream is None:
+                    self._stream = torch.cuda.Stream(chunk.latents.device)
+                chunk.latents.record_stream(self._stream)  # not reused by the allocator until decoded
+            future = self._pool.submit(self._decode_and_write, chunk.latents, ready)
+        self._last = future
+        return future
+
+    def _decode_and_write(self, latents: torch.Tensor, ready: torch.cuda.Event | None) -> np.ndarray:
+        if ready is None:
+            frames = self._decode(latents)
+        else:
+            with torch.cuda.stream(self._stream):
+                self._stream.wait_event(ready)
+                frames = self._decode(latents)
+        self.write(frames)
         return frames
+
+    def wait(self) -> np.ndarray | None:
+        """Frames of the last submitted chunk, once it and every chunk before it are decoded and written (None
+        before the first); re-raises what went wrong in the decode thread."""
+        return None if self._last is None else self._last.result()
+
+    def close(self) -> None:
+        """Finish the submitted chunks and stop the decode thread."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+        self.wait()
+
+    def __enter__(self) -> VideoOutput:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)

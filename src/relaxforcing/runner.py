@@ -57,6 +57,7 @@ def generate_videos(
     snapshots: Snapshots | None = None,
     resume: Snapshot | None = None,
     stop_requested: Callable[[], str | None] | None = None,
+    overlap: bool | None = None,
 ) -> GenerationStats:
     """Generate one video per (prompt, seed) as one batch and append frames to ``outputs`` as they are decoded.
 
@@ -68,6 +69,8 @@ def generate_videos(
         stop_requested: polled after each chunk; a non-empty answer (e.g. ``"SIGTERM"``) ends the job after that
             chunk: the state is saved (with ``snapshots``), the partial videos are finalised, and :class:`Stopped`
             is raised.
+        overlap: decode and write each chunk on a thread of its own while the next chunk is made (default: when the
+            model runs on CUDA); the frames are the same either way.
     """
     if not (len(prompts) == len(seeds) == len(outputs)):
         raise ValueError(f"{len(prompts)} prompts, {len(seeds)} seeds and {len(outputs)} outputs must match")
@@ -89,24 +92,28 @@ def generate_videos(
         else:
             writers = [stack.enter_context(VideoWriter(p, **writer_options)) for p in outputs]
             trace_file = stack.enter_context(open(trace_path, "w")) if trace_path else None
-        output = VideoOutput(decoder, writers)
+        overlap = pipe.model.patch_embedding.weight.is_cuda if overlap is None else overlap
+        output = stack.enter_context(VideoOutput(decoder, writers, overlap=overlap))
         for chunk in session:
-            frames = output(chunk)
+            output.submit(chunk)
+            if first_frame_s is None:
+                output.wait()
+                first_frame_s = time.perf_counter() - began
             if trace_file:
                 trace_file.writelines(json.dumps(record) + "\n" for record in chunk.trace)
                 trace_file.flush()
-            elapsed = time.perf_counter() - began
-            first_frame_s = first_frame_s or elapsed
             if progress:
-                progress(session.index, session.total_chunks, output.frames_out / elapsed)
+                progress(session.index, session.total_chunks, output.frames_out / (time.perf_counter() - began))
             if session.done:
                 break
             signal = stop_requested() if stop_requested else None
-            if snapshots is not None and (signal or snapshots.due(session.index)):
-                snapshots.save(job, session, decoder, frames, writers, trace_file)
+            if snapshots is not None and (signal or snapshots.due(session.index)):  # of every chunk made so far
+                snapshots.save(job, session, decoder, output.wait(), writers, trace_file)
             if signal:
+                output.wait()
                 raise Stopped(signal, session.index, session.total_chunks,
                               snapshots.directory if snapshots else None, [w.partial_path for w in writers])
+        output.wait()
     elapsed = time.perf_counter() - began
     return GenerationStats(seconds=elapsed, video_frames=output.frames_out, fps=output.frames_out / elapsed,
                            first_frame_seconds=first_frame_s, latent_frames=num_frames, memory=memory)

@@ -54,8 +54,9 @@ class Timer:
         self.device = device
 
     def sync(self) -> None:
+        """Wait for the current stream (not for a decode stream running beside it)."""
         if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
+            torch.cuda.current_stream(self.device).synchronize()
 
     def __call__(self, fn: Callable[[], object]) -> tuple[float, object]:
         self.sync()
@@ -80,9 +81,11 @@ def attention_ms(pipe: VideoPipeline, attended_frames: int, forwards: int, repea
 
 
 def bench_policy(
-    pipe: VideoPipeline, policy: str, seconds: float, prompt: str = "a red circle bouncing on a black background"
+    pipe: VideoPipeline, policy: str, seconds: float, prompt: str = "a red circle bouncing on a black background",
+    overlap: bool | None = None,
 ) -> BenchResult:
-    """Generate ``seconds`` of video under ``policy`` (batch 1) and time each stage at steady state."""
+    """Generate ``seconds`` of video under ``policy`` (batch 1) and time each stage at steady state; ``overlap``
+    decodes each chunk while the next is made, as ``generate`` does on CUDA (default: on CUDA)."""
     device = pipe.model.patch_embedding.weight.device
     timer = Timer(device)
     num_frames = pipe.latent_frames(seconds)
@@ -93,25 +96,30 @@ def bench_policy(
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     session = pipe.session([prompt], [0], num_frames, policy)
-    dit_s = decode_s = 0.0
-    frames_out = chunks = 0
+    dit_s = 0.0
+    chunks = frames_before = 0
     first_frame = steady_began = None
     began = time.perf_counter()
+    overlap = device.type == "cuda" if overlap is None else overlap
     with tempfile.TemporaryDirectory() as tmp, VideoWriter(Path(tmp) / "bench.mp4", pipe.fps, pipe.upscale) as out:
-        output = VideoOutput(pipe.codec.chunk_decoder(), [out])
-        while not session.done:
-            t_dit, result = timer(session.next_chunk)
-            t_dec, frames = timer(lambda: output.decode(result))  # noqa: B023
-            output.write(frames)  # encoded on the writer's thread while the next chunk runs
-            first_frame = first_frame or time.perf_counter() - began
-            if attended_by(result) != attended:  # warm-up: the memory is still growing
-                out.flush()
-                steady_began = time.perf_counter()
-                continue
-            dit_s, decode_s = dit_s + t_dit, decode_s + t_dec
-            frames_out, chunks = frames_out + frames.shape[1], chunks + 1
-        out.flush()
-        wall_s = time.perf_counter() - (steady_began or began)
+        with VideoOutput(pipe.codec.chunk_decoder(), [out], overlap=overlap) as output:
+            while not session.done:
+                t_dit, result = timer(session.next_chunk)
+                output.submit(result)
+                if first_frame is None:
+                    output.wait()
+                    first_frame = time.perf_counter() - began
+                if attended_by(result) != attended:  # warm-up: the memory is still growing
+                    output.wait()
+                    out.flush()
+                    steady_began, frames_before = time.perf_counter(), output.frames_out
+                    continue
+                dit_s, chunks = dit_s + t_dit, chunks + 1
+            output.wait()
+            out.flush()
+            wall_s = time.perf_counter() - (steady_began or began)
+        decode_s = sum(output.decode_seconds[-chunks:]) if chunks else 0.0
+        frames_out = output.frames_out - frames_before
     if not chunks:
         raise ValueError(f"{policy} never reaches its steady state in {seconds:g} s; benchmark a longer video")
     store = session.store
@@ -193,18 +201,19 @@ def profile_chunk(pipe: VideoPipeline, policy: str, prompt: str = "a red circle 
 
 def run_bench(
     pipe: VideoPipeline, policies: Sequence[str], seconds: float, long_seconds: float | None, out_json: Path | None,
-    profile: bool = False,
+    profile: bool = False, overlap: bool | None = None,
 ) -> dict:
     """Every policy at ``seconds``, then (if given) each again at ``long_seconds`` for memory flatness; with
     ``profile``, a kernel profile of one steady chunk per policy."""
-    results = [bench_policy(pipe, p, seconds) for p in policies]
-    long_results = [bench_policy(pipe, p, long_seconds) for p in policies] if long_seconds else []
+    results = [bench_policy(pipe, p, seconds, overlap=overlap) for p in policies]
+    long_results = [bench_policy(pipe, p, long_seconds, overlap=overlap) for p in policies] if long_seconds else []
     profiles = [profile_chunk(pipe, p) for p in policies] if profile else []
     device = pipe.model.patch_embedding.weight.device
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "dtype": str(pipe.model.patch_embedding.weight.dtype), "model": pipe.name,
         "latent_hw": list(pipe.latent_hw), "steps": list(pipe.schedule.steps), "compiled": pipe.model.compiled,
+        "overlap": pipe.model.patch_embedding.weight.is_cuda if overlap is None else overlap,
         "results": [asdict(r) for r in results], "long": [asdict(r) for r in long_results], "profiles": profiles,
     }
     if out_json:
@@ -218,7 +227,8 @@ def markdown(report: dict) -> str:
             "e2e fps | first frame s | warm-up s | peak GB |")
     errors = ", ".join(f"{r['policy']} {r['compiled_error']:.2e}" for r in report["results"]
                        if r.get("compiled_error") is not None)
-    lines = [f"compiled: {'yes (compiled vs eager, relative L2 of chunk 10: ' + errors + ')' if errors else 'no'}",
+    lines = [f"compiled: {'yes (compiled vs eager, relative L2 of chunk 10: ' + errors + ')' if errors else 'no'}; "
+             f"decode overlapped with the next chunk: {'yes' if report.get('overlap') else 'no'}",
              "", head, "|---" * 11 + "|"]
     for r in report["results"] + report["long"]:
         lines.append(f"| {r['policy']} | {r['seconds']:g} s | {r['attended_frames']} | "
