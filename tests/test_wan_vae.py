@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import inspect
 from pathlib import Path
 
@@ -145,3 +146,15 @@ def test_decoder_state_survives_a_snapshot(tiny_vae: AutoencoderKLWan, latents: 
     assert torch.equal(second.decode_pixels(latents[:, :, 2:]), expected)
     with pytest.raises(ValueError, match="batch size changed"):  # the restored stream knows its batch
         second.decode_pixels(latents[:1, :, :1])
+
+
+def test_channels_last_weights_decode_the_same(tiny_vae: AutoencoderKLWan, latents: torch.Tensor,
+                                               whole: torch.Tensor) -> None:
+    """The CUDA default (channels-last 3-D convolution weights) changes layout only: diffusers' frames within
+    float rounding (here on CPU, float32)."""
+    vae = copy.deepcopy(tiny_vae)
+    decoder = WanVAEDecoder(vae, channels_last=True)
+    assert vae.decoder.conv_in.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    stream = decoder.chunk_decoder()
+    pixels = torch.cat([stream.decode_pixels(latents[:, :, :3]), stream.decode_pixels(latents[:, :, 3:])], dim=2)
+    torch.testing.assert_close(pixels, whole, atol=1e-5, rtol=0)

