@@ -72,3 +72,26 @@ def test_generate_with_overlap_writes_the_same_video(tmp_path):
         assert stats.video_frames == 36
         videos[overlap], _ = read_video(out)
     assert np.array_equal(videos[False], videos[True])
+
+
+class FailingDecoder(SlowDecoder):
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        if latents.mean() > 100:
+            raise RuntimeError("out of memory")
+        return super().decode(latents)
+
+
+def test_nothing_is_written_after_a_chunk_that_failed_to_decode():
+    writer = RecordingWriter()
+    with VideoOutput(FailingDecoder(), [writer], overlap=True) as output:
+        for value in (1.0, 1000.0, 1.0):
+            output.submit(Chunk(0, 0, torch.full((1, 4, 3, 4, 4), value)))
+        with pytest.raises(RuntimeError, match="failed to decode \\(out of memory\\)"):
+            output.wait()
+    assert len(writer.frames) == 1
+
+
+def test_without_writers_the_frames_are_only_returned():
+    output = VideoOutput(SlowDecoder())
+    frames = output(Chunk(0, 0, torch.ones(2, 4, 3, 4, 4)))
+    assert frames.shape == (2, 3, 4, 4, 3) and output.frames_out == 3

@@ -36,6 +36,7 @@ class VideoOutput:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="relaxforcing-decode") if overlap else None
         self._stream: torch.cuda.Stream | None = None
         self._last: Future | None = None
+        self._failed: str | None = None
 
     def decode(self, chunk: Chunk) -> np.ndarray:
         """The chunk's frames ``[B, T, H, W, 3]`` uint8 on the host; FloatingPointError for NaN/Inf latents."""
@@ -51,6 +52,8 @@ class VideoOutput:
 
     def write(self, frames: np.ndarray) -> None:
         """Append decoded frames ``[B, T, H, W, 3]`` to the writers (encoded on each writer's own thread)."""
+        if not self.writers:  # frames only returned
+            return
         for writer, video in zip(self.writers, frames, strict=True):
             writer.write(video)
 
@@ -79,13 +82,19 @@ class VideoOutput:
         return future
 
     def _decode_and_write(self, latents: torch.Tensor, ready: torch.cuda.Event | None) -> np.ndarray:
-        if ready is None:
-            frames = self._decode(latents)
-        else:
-            with torch.cuda.stream(self._stream):
-                self._stream.wait_event(ready)
+        if self._failed is not None:  # never write a chunk after one that failed: the video would have a gap
+            raise RuntimeError(f"an earlier chunk failed to decode ({self._failed})")
+        try:
+            if ready is None:
                 frames = self._decode(latents)
-        self.write(frames)
+            else:
+                with torch.cuda.stream(self._stream):
+                    self._stream.wait_event(ready)
+                    frames = self._decode(latents)
+            self.write(frames)
+        except Exception as error:
+            self._failed = " ".join(str(error).split()) or type(error).__name__
+            raise
         return frames
 
     def wait(self) -> np.ndarray | None:

@@ -245,7 +245,7 @@ class CausalWanModel(nn.Module):
 
     @contextmanager
     def eager(self) -> Iterator[None]:
-        """Within the block, calls that ask for the compiled parts run eagerly (to compare the two paths)."""
+        """Inside the ``with`` statement, calls that ask for the compiled parts run eagerly (to compare the paths)."""
         compiled, self._compiled = self._compiled, None
         try:
             yield
