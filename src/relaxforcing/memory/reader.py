@@ -43,7 +43,7 @@ class MemoryReader:
             return None
         source = store.k
         rope = rope_factors(view.positions.to(source.device), grid_hw, head_dim,
-                            rotation_dtype(source.dtype))  # [B, N*T, D/2, 2]
+                            rotation_dtype(source.dtype))  # [B, N*T, 2, D]
         layers, batch, _, tokens, heads, dim = source.shape
         shape = (layers, batch, view.frames.shape[1] * tokens, heads, dim)
         if self._keys is None or self._keys.shape != shape:

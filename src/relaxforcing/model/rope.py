@@ -39,7 +39,9 @@ def rope_factors(
         dtype: real dtype of the result (angles are always computed in float64).
 
     Returns:
-        ``[..., F * h * w, head_dim / 2, 2]`` (cos, sin) pairs, tokens in (frame, row, column) order.
+        ``[..., F * h * w, 2, head_dim]``: per channel the cosine of its pair's angle, then the sine signed for
+        :func:`apply_rope` (-sin on the pair's first channel, +sin on its second); tokens in (frame, row, column)
+        order.
     """
     h, w = grid_hw
     ft, fh, fw = (f.to(frame_positions.device) for f in axis_frequencies(head_dim))
@@ -58,19 +60,23 @@ def rope_factors(
         dim=-1,
     )
     # cos and sin of float64 angles, as the reference's torch.polar gives them, then rounded to ``dtype``
-    factors = torch.view_as_real(torch.polar(torch.ones_like(angles), angles))  # [..., F, h, w, D/2, 2]
-    return factors.flatten(-5, -3).to(dtype)
+    pairs = torch.view_as_real(torch.polar(torch.ones_like(angles), angles))  # [..., F, h, w, D/2, (cos, sin)]
+    cos, sin = pairs.flatten(-5, -3).unbind(-1)  # [..., F*h*w, D/2]
+    signed_sin = torch.stack([-sin, sin], dim=-1).flatten(-2)  # -sin on a pair's first channel, +sin on its second
+    return torch.stack([cos.repeat_interleave(2, dim=-1), signed_sin], dim=-2).to(dtype)  # [..., F*h*w, 2, D]
 
 
 def apply_rope(x: torch.Tensor, factors: torch.Tensor) -> torch.Tensor:
-    """Rotate interleaved pairs of ``x`` ``[B, L, H, D]`` by ``factors`` ``[B or 1, L, D/2, 2]``.
+    """Rotate interleaved pairs of ``x`` ``[B, L, H, D]`` by ``factors`` ``[B or 1, L, 2, D]``.
 
-    The complex product (a + ib)(cos + i sin) written in real arithmetic, so that ``torch.compile`` fuses it (it
-    does not generate code for complex tensors); on CPU it is bitwise the complex product. Float32 inputs are
-    rotated in float64, as the reference does. Half-precision inputs are rotated in float32: the result differs from
-    float64 rotation by ~1e-7 relative, far below bf16/fp16 resolution.
+    The complex product (a + ib)(cos + i sin) in real arithmetic, ``x * cos + swap_pairs(x) * (-sin, sin)``, so that
+    ``torch.compile`` fuses it (it does not generate code for complex tensors); every element is computed as the
+    complex product computes it (a cos - b sin, b cos + a sin), so on CPU it is bitwise that product. Float32
+    inputs are rotated in float64, as the reference does. Half-precision inputs are rotated in float32: the result
+    differs from float64 rotation by ~1e-7 relative, far below bf16/fp16 resolution.
     """
-    real = rotation_dtype(x.dtype)
-    a, b = x.to(real).unflatten(-1, (-1, 2)).unbind(-1)  # [B, L, H, D/2] each
-    cos, sin = factors.to(real)[:, :, None].unbind(-1)  # [B or 1, L, 1, D/2]
-    return torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(-2).to(x.dtype)
+    cos, signed_sin = factors.to(rotation_dtype(x.dtype))[:, :, None].unbind(-2)  # [B or 1, L, 1, D] each
+    wide = x.to(cos.dtype)
+    first, second = wide.unflatten(-1, (-1, 2)).unbind(-1)
+    swapped = torch.stack([second, first], dim=-1).flatten(-2)  # (b, a) for every pair (a, b)
+    return (wide * cos + swapped * signed_sin).to(x.dtype)

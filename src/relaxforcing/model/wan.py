@@ -74,7 +74,7 @@ class SelfAttentionInputs:
     """Everything self-attention needs besides a block's own tokens; shared by all blocks of one forward."""
 
     rope: torch.Tensor
-    """``[B or 1, Lq, D/2, 2]`` (cos, sin) rotation of the current tokens."""
+    """``[B or 1, Lq, 2, D]`` (cos, signed sin) rotation of the current tokens (``rope_factors``)."""
     memory: MemoryKV | None = None
     """Cached keys/values attended before the current tokens (incremental path)."""
     mask: torch.Tensor | None = None
@@ -97,7 +97,7 @@ class SelfAttention(nn.Module):
     def forward(
         self,
         x: torch.Tensor,  # [B, Lq, C]
-        rope: torch.Tensor,  # [B or 1, Lq, D/2, 2]
+        rope: torch.Tensor,  # [B or 1, Lq, 2, D]
         memory_k: torch.Tensor | None,  # [B, Lm, H, D], rotated
         memory_v: torch.Tensor | None,
         mask: torch.Tensor | None,  # [B or 1, 1, Lq, Lm + Lq]
@@ -153,7 +153,7 @@ class Block(nn.Module):
         x: torch.Tensor,  # [B, F*T, C]
         e0: torch.Tensor,  # [B, F, 6, C]
         context_kv: tuple[torch.Tensor, torch.Tensor],  # [B, Lt, H, D] each
-        rope: torch.Tensor,  # [B or 1, F*T, D/2, 2]
+        rope: torch.Tensor,  # [B or 1, F*T, 2, D]
         memory_k: torch.Tensor | None = None,  # [B, Lm, H, D], rotated
         memory_v: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,  # [B or 1, 1, F*T, Lm + F*T]
