@@ -15,6 +15,7 @@ from wan_fixtures import (
     TEST_LATENT_HW,
     TEST_SIZE,
     TINY_WAN,
+    public_tae_file,
     tiny_dit,
     track_encoder_loads,
     write_diffusers_dir,
@@ -179,3 +180,16 @@ def test_stop_and_resume_through_the_vae(wan: tuple[Path, Path], tmp_path: Path,
     generate_videos(load_wan(*wan), PROMPTS[:1], [7], 2, [tmp_path / "r.mp4"], crf=0, resume=saved)
     straight, resumed = (np.stack(list(iter_frames(tmp_path / n))) for n in ("straight.mp4", "r.mp4"))
     assert straight.shape == (1 + 4 * 8, 32, 64, 3) and np.array_equal(straight, resumed)  # 9 latents
+
+
+def test_the_tiny_decoder_streams_the_same_frame_count(wan: tuple[Path, Path], tmp_path: Path) -> None:
+    """`--decoder tae`: the TAEHV-layout preview decoder replaces the Wan VAE and gives Wan's 1 + 4(F - 1) frames."""
+    from relaxforcing.loaders import with_decoder
+    from relaxforcing.runner import generate_videos
+
+    pipe = with_decoder(load_wan(*wan), "tae", public_tae_file(tmp_path))
+    stats = generate_videos(pipe, PROMPTS[:1], [7], 0.75, [tmp_path / "tae.mp4"])
+    frames = np.stack(list(iter_frames(tmp_path / "tae.mp4")))
+    assert stats.video_frames == frames.shape[0] == 9 and frames.shape[1:3] == (32, 64)
+    with pytest.raises(ValueError, match="--decoder-weights goes with --decoder tae"):
+        with_decoder(pipe, "wan", tmp_path / "x")

@@ -205,3 +205,38 @@ def write_diffusers_dir(root: Path, model: CausalWanModel, seed: int = 0) -> Pat
     tiny_umt5(seed).save_pretrained(root / "text_encoder")
     tiny_tokenizer().save_pretrained(root / "tokenizer")
     return root
+
+
+SMALL_TAE = (8, 8, 4, 4)
+"""Stage widths of a tiny TAEHV-layout decoder (the public file: 256, 128, 64, 64)."""
+
+
+def tae_layout(widths: tuple[int, ...]) -> dict[str, tuple[int, ...]]:
+    """The decoder tensors of ``taew2_1.pth`` (TAEHV for Wan 2.1), written out from the published architecture."""
+    names = {"decoder.1.weight": (widths[0], 16, 3, 3), "decoder.1.bias": (widths[0],)}
+    for stage, (first, grow) in enumerate(zip((3, 9, 15), (1, 2, 2), strict=True)):
+        w, nxt = widths[stage], widths[stage + 1]
+        for block in range(first, first + 3):  # MemBlocks: conv.0 (2w -> w), conv.2, conv.4; no skip (w -> w)
+            names |= {f"decoder.{block}.conv.0.weight": (w, 2 * w, 3, 3), f"decoder.{block}.conv.0.bias": (w,),
+                      f"decoder.{block}.conv.2.weight": (w, w, 3, 3), f"decoder.{block}.conv.2.bias": (w,),
+                      f"decoder.{block}.conv.4.weight": (w, w, 3, 3), f"decoder.{block}.conv.4.bias": (w,)}
+        names[f"decoder.{first + 4}.conv.weight"] = (w * grow, w, 1, 1)  # TGrow
+        names[f"decoder.{first + 5}.weight"] = (nxt, w, 3, 3)  # projection, no bias
+    names |= {"decoder.22.weight": (3, widths[3], 3, 3), "decoder.22.bias": (3,)}
+    return names
+
+
+def public_tae_file(folder: Path, widths: tuple[int, ...] = SMALL_TAE, kind: str = "pth",
+                    first_tgrow: int = 1) -> Path:
+    """A random checkpoint laid out like the public file (encoder tensors included, as there)."""
+    generator = torch.Generator().manual_seed(0)
+    state = {name: 0.3 * torch.randn(shape, generator=generator) for name, shape in tae_layout(widths).items()}
+    if first_tgrow != 1:
+        state["decoder.7.conv.weight"] = 0.3 * torch.randn(widths[0] * first_tgrow, widths[0], 1, 1)
+    state["encoder.0.weight"] = torch.randn(64, 3, 3, 3)
+    path = folder / f"taew2_1.{kind}"
+    if kind == "pth":
+        torch.save(state, path)
+    else:
+        save_file(state, str(path))
+    return path

@@ -43,6 +43,8 @@ class GenerateRun:
     snapshot_every: int
     compile: bool | None = None
     """Compile the DiT's chunk step (None: on CUDA only)."""
+    decoder: str = "wan"
+    decoder_weights: Path | None = None
     completed: list[str] = field(default_factory=list)
     """Outputs finished by this run (kept, not regenerated, when it is resumed with --overwrite)."""
 
@@ -130,6 +132,11 @@ def generate(
                                                      "saved settings (only --device may be added).")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Compile the DiT's chunk step "
                                                  "(torch.compile; default: on CUDA only).")] = None,
+    decoder: Annotated[str, typer.Option(help="wan (the full Wan VAE) or tae (the tiny TAEHV preview decoder, "
+                                              "--decoder-weights taew2_1.safetensors); Wan checkpoints only.")
+                       ] = "wan",
+    decoder_weights: Annotated[Path | None, typer.Option(help="Weights of the tiny decoder (taew2_1.pth or "
+                                                               ".safetensors).")] = None,
 ) -> None:
     """Generate videos, streaming each finished chunk into its mp4; Ctrl-C stops cleanly and can be resumed."""
     from relaxforcing.snapshot import STATE_FILE
@@ -162,7 +169,7 @@ def generate(
     run = GenerateRun(prompts=prompts, seeds=seeds, seconds=seconds, memory=memory, output=output, out_dir=out_dir,
                       checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, trace=trace, batch_size=batch_size,
                       overwrite=overwrite, crf=crf, size=size, state=state, snapshot_every=snapshot_every,
-                      compile=compile)
+                      compile=compile, decoder=decoder, decoder_weights=decoder_weights)
     if output is not None and output.exists() and not overwrite:
         raise ValueError(f"{output} already exists; pass --overwrite to replace it")
     if (run.state_dir() / STATE_FILE).exists():
@@ -194,7 +201,7 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
 
     from relaxforcing.distributed import process_group, shard
     from relaxforcing.interrupts import Interrupted, stop_on_signals
-    from relaxforcing.loaders import load_pipeline
+    from relaxforcing.loaders import load_pipeline, with_decoder
     from relaxforcing.resume import Snapshots
     from relaxforcing.runner import Stopped, generate_videos
     from relaxforcing.snapshot import clear_snapshot
@@ -230,6 +237,7 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
             return
         pipe = load_pipeline(checkpoint=run.checkpoint, wan_dir=run.wan_dir, lora=run.lora, device=device,
                              size=run.size, compile=run.compile)
+        with_decoder(pipe, run.decoder, run.decoder_weights)
         pipe.latent_frames(run.seconds)  # validate before any work
         pipe.prepare([p for p, _, _ in todo])  # umT5: this rank's prompts with one encoder load, before the DiT
         for prompt in dict.fromkeys(p for p, _, _ in todo):
@@ -314,13 +322,18 @@ def bench(
                        ] = False,
     overlap: Annotated[bool | None, typer.Option("--overlap/--no-overlap", help="Decode each chunk while the next "
                                                  "is made, as generate does on CUDA (default: on CUDA).")] = None,
+    decoder: Annotated[str, typer.Option(help="wan (the full Wan VAE) or tae (the tiny TAEHV preview decoder, "
+                                              "--decoder-weights taew2_1.safetensors); Wan checkpoints only.")
+                       ] = "wan",
+    decoder_weights: Annotated[Path | None, typer.Option(help="Weights of the tiny decoder (taew2_1.pth or "
+                                                               ".safetensors).")] = None,
     device: Annotated[str | None, typer.Option(help="Device (default: cuda if available).")] = None,
     compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Compile the DiT's chunk step "
                                                  "(torch.compile; default: on CUDA only).")] = None,
 ) -> None:
     """Time self-attention, DiT, decode and end-to-end generation per memory policy, side by side."""
     from relaxforcing.bench.run import markdown, run_bench
-    from relaxforcing.loaders import load_pipeline, random_pipeline
+    from relaxforcing.loaders import load_pipeline, random_pipeline, with_decoder
     from relaxforcing.memory import build_policy
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
@@ -337,6 +350,7 @@ def bench(
             raise ValueError(f"--json {json_out} is a folder, not a file")
     pipe = (load_pipeline(device=device, compile=compile) if model == "toy"
             else random_pipeline(model, device=device, compile=compile))
+    with_decoder(pipe, decoder, decoder_weights)
     report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap)
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")
     print(markdown(report))

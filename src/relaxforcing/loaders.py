@@ -139,6 +139,32 @@ def load_pipeline(
     return compiled_if(pipe, compile)
 
 
+def with_decoder(pipe: VideoPipeline, decoder: str, weights: Path | None = None) -> VideoPipeline:
+    """``pipe`` decoding with ``decoder``: ``wan`` (the full Wan VAE, as loaded) or ``tae`` (the tiny TAEHV preview
+    decoder from ``weights``, e.g. ``taew2_1.safetensors``; random weights for a speed test when None on a
+    random-weight model)."""
+    from relaxforcing.codecs.tiny_wan import TinyWanCodec, TinyWanDecoder, load_tiny_wan_decoder
+    from relaxforcing.codecs.wan_vae import WanVAEDecoder
+
+    if decoder not in ("wan", "tae"):
+        raise ValueError(f"--decoder {decoder!r}: choose wan (the full Wan VAE) or tae (the tiny preview decoder)")
+    if decoder == "wan":
+        if weights is not None:
+            raise ValueError("--decoder-weights goes with --decoder tae")
+        return pipe
+    if not isinstance(pipe.codec, WanVAEDecoder):
+        raise ValueError("--decoder tae decodes Wan 2.1 latents; the embedded toy model has its own codec")
+    param = pipe.model.patch_embedding.weight
+    if weights is None:
+        if "random weights" not in pipe.name:
+            raise ValueError("--decoder tae needs --decoder-weights FILE (taew2_1.safetensors or taew2_1.pth)")
+        model = TinyWanDecoder().to(param.device, param.dtype).eval().requires_grad_(False)
+    else:
+        model = load_tiny_wan_decoder(weights, param.dtype, param.device)
+    pipe.codec = TinyWanCodec(model)
+    return pipe
+
+
 def compiled_if(pipe: VideoPipeline, compile: bool | None) -> VideoPipeline:
     """``pipe`` with its DiT compiled when ``compile`` says so (None: when it runs on CUDA)."""
     if compile if compile is not None else pipe.model.patch_embedding.weight.is_cuda:
