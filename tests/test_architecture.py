@@ -10,7 +10,7 @@ import relaxforcing
 
 ROOT = Path(relaxforcing.__file__).parent
 LAYERS: list[set[str]] = [
-    {"model", "video", "snapshot", "interrupts", "distributed", "prompts"},  # leaves: import nothing of ours
+    {"model", "video", "snapshot", "interrupts", "distributed", "prompts", "options"},  # leaves: import nothing of ours
     {"checkpoints", "memory"},
     {"codecs", "text", "sampling"},
     {"toyworld", "evaluation"},

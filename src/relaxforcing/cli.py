@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from relaxforcing.options import CompileOption, DecoderOption, DecoderWeightsOption
 from relaxforcing.prompts import read_prompts, slug
 
 if TYPE_CHECKING:
@@ -130,13 +131,9 @@ def generate(
     snapshot_every: Annotated[int, typer.Option(help="Chunks between snapshots with --state.")] = 10,
     resume: Annotated[Path | None, typer.Option(help="Continue the run whose state is in this folder, with its "
                                                      "saved settings (only --device may be added).")] = None,
-    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Compile the DiT's chunk step "
-                                                 "(torch.compile; default: on CUDA only).")] = None,
-    decoder: Annotated[str, typer.Option(help="wan (the full Wan VAE) or tae (the tiny TAEHV preview decoder, "
-                                              "--decoder-weights taew2_1.safetensors); Wan checkpoints only.")
-                       ] = "wan",
-    decoder_weights: Annotated[Path | None, typer.Option(help="Weights of the tiny decoder (taew2_1.pth or "
-                                                               ".safetensors).")] = None,
+    compile: CompileOption = None,
+    decoder: DecoderOption = "wan",
+    decoder_weights: DecoderWeightsOption = None,
 ) -> None:
     """Generate videos, streaming each finished chunk into its mp4; Ctrl-C stops cleanly and can be resumed."""
     from relaxforcing.snapshot import STATE_FILE
@@ -322,14 +319,10 @@ def bench(
                        ] = False,
     overlap: Annotated[bool | None, typer.Option("--overlap/--no-overlap", help="Decode each chunk while the next "
                                                  "is made, as generate does on CUDA (default: on CUDA).")] = None,
-    decoder: Annotated[str, typer.Option(help="wan (the full Wan VAE) or tae (the tiny TAEHV preview decoder, "
-                                              "--decoder-weights taew2_1.safetensors); Wan checkpoints only.")
-                       ] = "wan",
-    decoder_weights: Annotated[Path | None, typer.Option(help="Weights of the tiny decoder (taew2_1.pth or "
-                                                               ".safetensors).")] = None,
+    decoder: DecoderOption = "wan",
+    decoder_weights: DecoderWeightsOption = None,
     device: Annotated[str | None, typer.Option(help="Device (default: cuda if available).")] = None,
-    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Compile the DiT's chunk step "
-                                                 "(torch.compile; default: on CUDA only).")] = None,
+    compile: CompileOption = None,
 ) -> None:
     """Time self-attention, DiT, decode and end-to-end generation per memory policy, side by side."""
     from relaxforcing.bench.run import markdown, run_bench
@@ -350,7 +343,7 @@ def bench(
             raise ValueError(f"--json {json_out} is a folder, not a file")
     pipe = (load_pipeline(device=device, compile=compile) if model == "toy"
             else random_pipeline(model, device=device, compile=compile))
-    with_decoder(pipe, decoder, decoder_weights)
+    with_decoder(pipe, decoder, decoder_weights, random_ok=model != "toy")  # speed does not depend on weights
     report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap)
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")
     print(markdown(report))

@@ -139,10 +139,11 @@ def load_pipeline(
     return compiled_if(pipe, compile)
 
 
-def with_decoder(pipe: VideoPipeline, decoder: str, weights: Path | None = None) -> VideoPipeline:
+def with_decoder(pipe: VideoPipeline, decoder: str, weights: Path | None = None,
+                 random_ok: bool = False) -> VideoPipeline:
     """``pipe`` decoding with ``decoder``: ``wan`` (the full Wan VAE, as loaded) or ``tae`` (the tiny TAEHV preview
-    decoder from ``weights``, e.g. ``taew2_1.safetensors``; random weights for a speed test when None on a
-    random-weight model)."""
+    decoder from ``weights``, e.g. ``taew2_1.safetensors``; with ``random_ok``, random weights when None, for a
+    speed test)."""
     from relaxforcing.codecs.tiny_wan import TinyWanCodec, TinyWanDecoder, load_tiny_wan_decoder
     from relaxforcing.codecs.wan_vae import WanVAEDecoder
 
@@ -156,7 +157,7 @@ def with_decoder(pipe: VideoPipeline, decoder: str, weights: Path | None = None)
         raise ValueError("--decoder tae decodes Wan 2.1 latents; the embedded toy model has its own codec")
     param = pipe.model.patch_embedding.weight
     if weights is None:
-        if "random weights" not in pipe.name:
+        if not random_ok:
             raise ValueError("--decoder tae needs --decoder-weights FILE (taew2_1.safetensors or taew2_1.pth)")
         model = TinyWanDecoder().to(param.device, param.dtype).eval().requires_grad_(False)
     else:

@@ -22,6 +22,7 @@ from relaxforcing.evaluation.suite import run_eval
 from relaxforcing.interrupts import Interrupted, stop_on_signals
 from relaxforcing.loaders import load_pipeline
 from relaxforcing.memory.policies import build_policy, parse_memory_spec
+from relaxforcing.options import CompileOption
 from relaxforcing.pipeline import VideoPipeline
 from relaxforcing.prompts import read_prompts, slug
 from relaxforcing.resume import Snapshots
@@ -516,8 +517,7 @@ def sweep_command(
     wan_dir: Annotated[Path | None, typer.Option(help="Wan2.1-T2V-1.3B folder (VAE, umT5, tokenizer).")] = None,
     lora: Annotated[Path | None, typer.Option(help="LongLive LoRA to merge into the checkpoint.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
-    compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Compile the DiT's chunk step "
-                                                 "(torch.compile; default: on CUDA only).")] = None,
+    compile: CompileOption = None,
 ) -> None:
     """Generate prompts x seeds under several memory policies or sizes, evaluate, and compare (Table 1, Fig. 2).
 

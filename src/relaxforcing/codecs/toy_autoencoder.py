@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from relaxforcing.codecs.space_to_depth import LATENT_CHANNELS, TIME_RATIO, SpaceToDepthCodec
+from relaxforcing.codecs.space_to_depth import LATENT_CHANNELS, SpaceToDepthCodec
 
 TOY_LATENT_CHANNELS = 16
 
@@ -51,7 +51,7 @@ class ToyAutoencoder(nn.Module):
         return ToyAutoencoderDecoder(self)
 
     def video_frames(self, latent_frames: int) -> int:
-        return TIME_RATIO * latent_frames
+        return self.s2d.video_frames(latent_frames)
 
 
 class ToyAutoencoderDecoder:

@@ -8,6 +8,8 @@ from typing import Annotated
 
 import typer
 
+from relaxforcing.options import CompileOption
+
 WS_MAX_BYTES = 1 << 16
 """Largest message the page may send (prompts are at most 2,000 characters)."""
 
@@ -47,8 +49,7 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
         max_seconds: Annotated[float, typer.Option(help="Longest video a page may ask for.")] = 60.0,
         max_jobs: Annotated[int, typer.Option(help="Generations running at once over all pages.")] = 2,
-        compile: Annotated[bool | None, typer.Option("--compile/--no-compile", help="Compile the DiT's chunk step "
-                                                     "(torch.compile; default: on CUDA only).")] = None,
+        compile: CompileOption = None,
     ) -> None:
         """Serve the live viewer: type a prompt, watch it stream, inspect the memory, switch prompts."""
         try:

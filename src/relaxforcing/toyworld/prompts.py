@@ -45,7 +45,7 @@ SYNONYMS: dict[str, str] = {
 MOTION_WORDS = frozenset(
     "bouncing bounce bounces bouncy moving move moves sliding slide slides gliding glide glides drifting drift drifts "
     "flying fly flies floating float floats rolling roll rolls racing races zooming zoom zooms dancing dance dances "
-    "wandering wander wanders running run runs moving travelling traveling jumping jump jumps spinning".split())
+    "wandering wander wanders running run runs travelling traveling jumping jump jumps spinning".split())
 """Motion words: the toy world has one motion (objects bounce off the walls), so every one means it."""
 COUNTS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "1": 1, "2": 2, "3": 3, "4": 4, "5": 5, "a": 1, "an": 1,
           "single": 1, "pair": 2, "several": 3, "many": 3}

@@ -1,0 +1,16 @@
+"""Command-line options shared by several commands (``generate``, ``bench``, ``sweep``, ``serve``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+CompileOption = Annotated[bool | None, typer.Option(
+    "--compile/--no-compile", help="Compile the DiT's chunk step (torch.compile; default: on CUDA only).")]
+DecoderOption = Annotated[str, typer.Option(
+    help="wan (the full Wan VAE) or tae (the tiny TAEHV preview decoder, --decoder-weights taew2_1.safetensors); "
+         "Wan checkpoints only.")]
+DecoderWeightsOption = Annotated[Path | None, typer.Option(
+    help="Weights of the tiny decoder (taew2_1.pth or .safetensors).")]
