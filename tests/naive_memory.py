@@ -10,7 +10,8 @@ from relaxforcing.model.wan import MemoryKV
 
 
 class NaiveStore:
-    """Same duck-typed surface as FrameStore (batch, num_frames, commit, prototypes, read); never evicts."""
+    """Same duck-typed surface as FrameStore (batch, num_frames, commit / write + advance, prototypes, read); never
+    evicts."""
 
     def __init__(self, batch: int, tokens_per_frame: int):
         self.batch = batch
@@ -24,6 +25,18 @@ class NaiveStore:
             rows = slice(i * n, (i + 1) * n)
             self.frames[start + i] = ([k[:, rows].clone() for k in keys], [v[:, rows].clone() for v in values])
         self.num_frames = start + keys[0].shape[1] // n
+
+    def write(self, layer: int, start: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        n = self.tokens_per_frame
+        for i in range(keys.shape[1] // n):
+            rows = slice(i * n, (i + 1) * n)
+            stored_keys, stored_values = self.frames.setdefault(start + i, ([], []))
+            del stored_keys[layer:], stored_values[layer:]
+            stored_keys.append(keys[:, rows].clone())
+            stored_values.append(values[:, rows].clone())
+
+    def advance(self, end: int) -> None:
+        self.num_frames = end
 
     def layer0_keys(self, frame: int) -> torch.Tensor:
         return self.frames[frame][0][0]  # [B, T, H, D]

@@ -10,7 +10,8 @@ import relaxforcing
 
 ROOT = Path(relaxforcing.__file__).parent
 LAYERS: list[set[str]] = [
-    {"model", "video", "snapshot", "interrupts", "distributed", "prompts", "options"},  # leaves: import nothing of ours
+    {"devices"},
+    {"model", "video", "snapshot", "interrupts", "distributed", "prompts", "options"},  # import only devices
     {"checkpoints", "memory"},
     {"codecs", "text", "sampling"},
     {"toyworld", "evaluation"},

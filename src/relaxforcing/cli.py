@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from relaxforcing.options import CompileOption, DecoderOption, DecoderWeightsOption
+from relaxforcing.options import CompileOption, DecoderOption, DecoderWeightsOption, OffloadOption
 from relaxforcing.prompts import read_prompts, slug
 
 if TYPE_CHECKING:
@@ -46,6 +46,7 @@ class GenerateRun:
     """Compile the DiT's chunk step (None: on CUDA only)."""
     decoder: str = "wan"
     decoder_weights: Path | None = None
+    offload: str = "auto"
     completed: list[str] = field(default_factory=list)
     """Outputs finished by this run (kept, not regenerated, when it is resumed with --overwrite)."""
 
@@ -134,6 +135,7 @@ def generate(
     compile: CompileOption = None,
     decoder: DecoderOption = "wan",
     decoder_weights: DecoderWeightsOption = None,
+    offload: OffloadOption = "auto",
 ) -> None:
     """Generate videos, streaming each finished chunk into its mp4; Ctrl-C stops cleanly and can be resumed."""
     from relaxforcing.snapshot import STATE_FILE
@@ -166,7 +168,7 @@ def generate(
     run = GenerateRun(prompts=prompts, seeds=seeds, seconds=seconds, memory=memory, output=output, out_dir=out_dir,
                       checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, trace=trace, batch_size=batch_size,
                       overwrite=overwrite, crf=crf, size=size, state=state, snapshot_every=snapshot_every,
-                      compile=compile, decoder=decoder, decoder_weights=decoder_weights)
+                      compile=compile, decoder=decoder, decoder_weights=decoder_weights, offload=offload)
     if output is not None and output.exists() and not overwrite:
         raise ValueError(f"{output} already exists; pass --overwrite to replace it")
     if (run.state_dir() / STATE_FILE).exists():
@@ -233,7 +235,7 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
         if not batches:
             return
         pipe = load_pipeline(checkpoint=run.checkpoint, wan_dir=run.wan_dir, lora=run.lora, device=device,
-                             size=run.size, compile=run.compile)
+                             size=run.size, compile=run.compile, offload=run.offload)
         with_decoder(pipe, run.decoder, run.decoder_weights)
         pipe.latent_frames(run.seconds)  # validate before any work
         pipe.prepare([p for p, _, _ in todo])  # umT5: this rank's prompts with one encoder load, before the DiT
@@ -323,18 +325,27 @@ def bench(
     decoder_weights: DecoderWeightsOption = None,
     device: Annotated[str | None, typer.Option(help="Device (default: cuda if available).")] = None,
     compile: CompileOption = None,
+    offload: Annotated[str, typer.Option(help="Where frame stores live, comma-separated to compare: auto, none, "
+                                              "history, all (see generate --offload).")] = "auto",
+    late_seconds: Annotated[float | None, typer.Option(help="Also time chunks this deep into a stream (e.g. 1200 "
+                                                            "for 20 minutes), the store fast-forwarded there.")
+                            ] = None,
 ) -> None:
     """Time self-attention, DiT, decode and end-to-end generation per memory policy, side by side."""
     from relaxforcing.bench.run import markdown, run_bench
     from relaxforcing.loaders import load_pipeline, random_pipeline, with_decoder
     from relaxforcing.memory import build_policy
+    from relaxforcing.sampling.sampler import check_offload
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
     if not names:
         raise ValueError("--policies names no memory policy")
     for name in names:
         build_policy(name)
-    for flag, value in (("--seconds", seconds), ("--long-seconds", long_seconds)):
+    offloads = [o.strip() for o in offload.split(",") if o.strip()] or ["auto"]
+    for mode in offloads:
+        check_offload(mode)
+    for flag, value in (("--seconds", seconds), ("--long-seconds", long_seconds), ("--late-seconds", late_seconds)):
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{flag} must be a positive number, got {value}")
     if json_out is not None:
@@ -344,7 +355,7 @@ def bench(
     pipe = (load_pipeline(device=device, compile=compile) if model == "toy"
             else random_pipeline(model, device=device, compile=compile))
     with_decoder(pipe, decoder, decoder_weights, random_ok=model != "toy")  # speed does not depend on weights
-    report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap)
+    report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap, offloads, late_seconds)
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")
     print(markdown(report))
 

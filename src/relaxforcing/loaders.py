@@ -4,6 +4,7 @@ Wan2.1 folder, or a full-size model with random weights (benchmarks)."""
 from __future__ import annotations
 
 import json
+import zlib
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -15,6 +16,7 @@ from relaxforcing.distributed import local_device
 from relaxforcing.model.config import WanConfig
 from relaxforcing.model.wan import CausalWanModel
 from relaxforcing.pipeline import VideoPipeline
+from relaxforcing.sampling.sampler import check_offload
 from relaxforcing.sampling.schedule import FlowSchedule
 
 TOY_WEIGHTS = "toy.safetensors"
@@ -115,11 +117,14 @@ def load_pipeline(
     device: str | None = None,
     size: str | None = None,
     compile: bool | None = None,
+    offload: str = "auto",
 ) -> VideoPipeline:
     """The toy model when no checkpoint is given, else the Wan2.1 stack (DiT + umT5 + Wan VAE) at ``size``.
 
     ``compile`` compiles the DiT's chunk step (:meth:`CausalWanModel.compile_blocks`); default: on CUDA only.
+    ``offload`` says where sessions keep their frame stores (:func:`~relaxforcing.sampling.sampler.resolve_offload`).
     """
+    check_offload(offload)
     device = device or local_device()
     try:
         torch.device(device)
@@ -136,6 +141,7 @@ def load_pipeline(
         pipe = load_toy(device)
     else:
         pipe = load_wan(checkpoint, wan_dir, lora=lora, device=device, size=size)
+    pipe.offload = offload
     return compiled_if(pipe, compile)
 
 
@@ -173,10 +179,12 @@ def compiled_if(pipe: VideoPipeline, compile: bool | None) -> VideoPipeline:
     return pipe
 
 
-def random_pipeline(preset: str, device: str | None = None, compile: bool | None = None) -> VideoPipeline:
+def random_pipeline(preset: str, device: str | None = None, compile: bool | None = None, offload: str = "auto"
+                    ) -> VideoPipeline:
     """A full-size model with random weights (speed does not depend on them): the DiT preset in bf16 on CUDA,
     random 512-token text embeddings, and the full Wan VAE decoder with random weights; 832x480 latents. ``compile``
-    as in :func:`load_pipeline`."""
+    and ``offload`` as in :func:`load_pipeline`."""
+    check_offload(offload)
     from diffusers import AutoencoderKLWan
 
     from relaxforcing.codecs.wan_vae import WAN21_VAE_CONFIG, WanVAEDecoder
@@ -188,17 +196,21 @@ def random_pipeline(preset: str, device: str | None = None, compile: bool | None
         model = CausalWanModel(cfg).to(dtype).eval().requires_grad_(False)
     vae = WanVAEDecoder(AutoencoderKLWan(**WAN21_VAE_CONFIG).to(device, dtype).eval())
     return compiled_if(VideoPipeline(model=model, encode_text=_RandomContexts(cfg, device, dtype), codec=vae,
-                                     latent_hw=SIZES[DEFAULT_SIZE], name=f"{preset} (random weights)"), compile)
+                                     latent_hw=SIZES[DEFAULT_SIZE], name=f"{preset} (random weights)",
+                                     offload=offload), compile)
 
 
 class _RandomContexts:
-    """Random ``[B, text_len, text_dim]`` contexts: the text encoder of a random-weight model."""
+    """Random ``[B, text_len, text_dim]`` contexts, one fixed draw per prompt: the text encoder of a random-weight
+    model (the same prompt and seed make the same video)."""
 
     def __init__(self, cfg: WanConfig, device: str, dtype: torch.dtype):
         self.shape, self.device, self.dtype = (cfg.text_len, cfg.text_dim), device, dtype
 
     def __call__(self, prompts: list[str]) -> torch.Tensor:
-        return torch.randn(len(prompts), *self.shape, device=self.device, dtype=self.dtype)
+        draws = [torch.randn(self.shape, generator=torch.Generator().manual_seed(zlib.crc32(p.encode())))
+                 for p in prompts]
+        return torch.stack(draws).to(self.device, self.dtype)
 
     def prepare(self, prompts: list[str]) -> None:
         pass

@@ -14,3 +14,7 @@ DecoderOption = Annotated[str, typer.Option(
          "Wan checkpoints only.")]
 DecoderWeightsOption = Annotated[Path | None, typer.Option(
     help="Weights of the tiny decoder (taew2_1.pth or .safetensors).")]
+OffloadOption = Annotated[str, typer.Option(
+    help="Where the frame store lives: auto (history on CUDA for policies that keep frames they rarely read, such as "
+         "relax; else none), none (all on the device), history (older frames in host memory, copied in when "
+         "attended), all (every frame in host memory).")]

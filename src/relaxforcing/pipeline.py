@@ -30,6 +30,8 @@ class VideoPipeline:
     upscale: int = 1
     """Pixel repetition applied when writing mp4 (the toy model renders 64x64)."""
     name: str = "model"
+    offload: str = "auto"
+    """Where sessions keep their frame stores: auto, none, history or all (see ``ChunkSampler``)."""
 
     @property
     def chunk_frames(self) -> int:
@@ -54,9 +56,11 @@ class VideoPipeline:
         """Make the prompts ready before any DiT work (umT5: one encoder load for all of them, then freed)."""
         self.encode_text.prepare(prompts)
 
-    def sampler(self, memory: str) -> ChunkSampler:
-        """The one-chunk step under the memory policy ``memory`` (a spec such as ``relax:lambda=1.5``)."""
-        return ChunkSampler(self.model, build_policy(memory, self.chunk_frames), self.schedule)
+    def sampler(self, memory: str, offload: str | None = None) -> ChunkSampler:
+        """The one-chunk step under the memory policy ``memory`` (a spec such as ``relax:lambda=1.5``), its stores
+        offloaded as ``offload`` says (default: :attr:`offload`)."""
+        return ChunkSampler(self.model, build_policy(memory, self.chunk_frames), self.schedule,
+                            offload or self.offload)
 
     def session(
         self,
@@ -67,11 +71,13 @@ class VideoPipeline:
         *,
         keep_latents: int = 0,
         record_latents: bool = False,
+        offload: str | None = None,
     ) -> StreamSession:
-        """A stream of ``num_frames`` latent frames (None: endless) per (prompt, seed) under ``memory``."""
+        """A stream of ``num_frames`` latent frames (None: endless) per (prompt, seed) under ``memory``, its frame
+        store offloaded as ``offload`` says (default: :attr:`offload`)."""
         if len(prompts) != len(seeds):
             raise ValueError(f"{len(prompts)} prompts and {len(seeds)} seeds must match")
-        return StreamSession(self.sampler(memory), self.encode_text(list(prompts)), seeds, self.latent_hw,
+        return StreamSession(self.sampler(memory, offload), self.encode_text(list(prompts)), seeds, self.latent_hw,
                              num_frames, prompts=prompts, encode_text=self.encode_text, keep_latents=keep_latents,
                              record_latents=record_latents)
 

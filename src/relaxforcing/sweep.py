@@ -22,7 +22,7 @@ from relaxforcing.evaluation.suite import run_eval
 from relaxforcing.interrupts import Interrupted, stop_on_signals
 from relaxforcing.loaders import load_pipeline
 from relaxforcing.memory.policies import build_policy, parse_memory_spec
-from relaxforcing.options import CompileOption
+from relaxforcing.options import CompileOption, OffloadOption
 from relaxforcing.pipeline import VideoPipeline
 from relaxforcing.prompts import read_prompts, slug
 from relaxforcing.resume import Snapshots
@@ -518,6 +518,7 @@ def sweep_command(
     lora: Annotated[Path | None, typer.Option(help="LongLive LoRA to merge into the checkpoint.")] = None,
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
     compile: CompileOption = None,
+    offload: OffloadOption = "auto",
 ) -> None:
     """Generate prompts x seeds under several memory policies or sizes, evaluate, and compare (Table 1, Fig. 2).
 
@@ -542,7 +543,8 @@ def sweep_command(
     tag = f"[rank {rank}/{size}] " if size > 1 else ""
 
     def load(prompts: list[str]) -> VideoPipeline:
-        pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device, compile=compile)
+        pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device, compile=compile,
+                             offload=offload)
         pipe.latent_frames(seconds)
         pipe.prepare(prompts)  # real model: this rank's prompts with one text-encoder load
         return pipe

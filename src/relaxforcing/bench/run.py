@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import gc
 import json
+import math
 import platform
 import tempfile
 import time
@@ -17,12 +19,15 @@ from relaxforcing.model.attention import attention
 from relaxforcing.output import VideoOutput
 from relaxforcing.pipeline import VideoPipeline
 from relaxforcing.sampling import Chunk
+from relaxforcing.sampling.sampler import resolve_offload
 from relaxforcing.video import VideoWriter
 
 
 @dataclass
 class BenchResult:
     policy: str
+    offload: str
+    """Where the frame store lived (``FrameStore`` modes)."""
     seconds: float
     attended_frames: int
     """Cached frames + the current chunk attended per chunk at steady state."""
@@ -43,8 +48,17 @@ class BenchResult:
     compiled_error: float | None
     """With a compiled DiT: relative L2 difference of chunk 10's latents, compiled vs eager (same seed)."""
     peak_memory_gb: float
-    """Peak device memory (CUDA) or the frame store's size (CPU), GB."""
-    store_gb: float
+    """Peak device memory over the timed run (CUDA) or the frame store's size (CPU), GB."""
+    store_device_gb: float
+    """The frame store's keys/values on the device (offloaded: sinks, recent frames, staging)."""
+    store_host_gb: float
+    """The frame store's keys/values in host memory (page-locked)."""
+    workspace_gb: float
+    """The reader's rotated keys/values of the attended frames (one chunk's memory, reused chunk to chunk)."""
+    decode_transient_gb: float
+    """Device memory one chunk's decode takes beyond what is allocated before it (CUDA; 0 on CPU)."""
+    late: dict | None = None
+    """At a late position (:func:`late_chunks`): its length in seconds, DiT ms/chunk and peak GB there."""
 
 
 class Timer:
@@ -82,20 +96,22 @@ def attention_ms(pipe: VideoPipeline, attended_frames: int, forwards: int, repea
 
 def bench_policy(
     pipe: VideoPipeline, policy: str, seconds: float, prompt: str = "a red circle bouncing on a black background",
-    overlap: bool | None = None,
+    overlap: bool | None = None, offload: str | None = None, late_seconds: float | None = None,
+    check_compiled: bool = True,
 ) -> BenchResult:
     """Generate ``seconds`` of video under ``policy`` (batch 1) and time each stage at steady state; ``overlap``
-    decodes each chunk while the next is made, as ``generate`` does on CUDA (default: on CUDA)."""
+    decodes each chunk while the next is made, as ``generate`` does on CUDA (default: on CUDA); ``offload`` as in
+    ``VideoPipeline.session``; ``late_seconds`` adds :func:`late_chunks` at that depth; ``check_compiled`` compares
+    compiled and eager output (:func:`compiled_error`)."""
     device = pipe.model.patch_embedding.weight.device
     timer = Timer(device)
     num_frames = pipe.latent_frames(seconds)
     chunk = pipe.model.config.chunk_frames
     attended = build_policy(policy, chunk).steady_frames() + chunk
     forwards = len(pipe.schedule.steps) + 1
-    warmup_s, _ = timer(lambda: warm_up(pipe, policy, prompt, attended))
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    session = pipe.session([prompt], [0], num_frames, policy)
+    warmup_s, _ = timer(lambda: warm_up(pipe, policy, prompt, attended, offload))
+    fresh_peak(device)
+    session = pipe.session([prompt], [0], num_frames, policy, offload=offload)
     dit_s = 0.0
     chunks = frames_before = 0
     first_frame = steady_began = None
@@ -114,7 +130,7 @@ def bench_policy(
                     out.flush()
                     steady_began, frames_before = time.perf_counter(), output.frames_out
                     continue
-                dit_s, chunks = dit_s + t_dit, chunks + 1
+                dit_s, chunks, last_latents = dit_s + t_dit, chunks + 1, result.latents
             output.wait()
             out.flush()
             wall_s = time.perf_counter() - (steady_began or began)
@@ -124,23 +140,78 @@ def bench_policy(
         raise ValueError(f"{policy} never reaches its steady state in {seconds:g} s; benchmark a longer video")
     store = session.store
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else store.nbytes()
+    sizes = {"offload": store.offload, "store_device_gb": store.device_nbytes() / 1e9,
+             "store_host_gb": store.host_nbytes() / 1e9, "workspace_gb": store.workspace_nbytes() / 1e9}
+    del session, store  # the runs below measure their own sessions
     return BenchResult(
-        policy=policy, seconds=seconds, attended_frames=attended,
+        policy=policy, seconds=seconds, attended_frames=attended, **sizes,
         self_attention_ms_per_chunk=attention_ms(pipe, attended, forwards),
         dit_ms_per_chunk=1e3 * dit_s / chunks, decode_ms_per_chunk=1e3 * decode_s / chunks,
         e2e_fps=frames_out / wall_s, dit_fps=frames_out / dit_s,
         first_frame_s=first_frame, warmup_s=warmup_s, steady_chunks=chunks, peak_memory_gb=peak / 1e9,
-        store_gb=store.nbytes() / 1e9, compiled_error=compiled_error(pipe, policy, prompt),
+        decode_transient_gb=decode_transient(pipe, last_latents) / 1e9,
+        compiled_error=compiled_error(pipe, policy, prompt, offload) if check_compiled else None,
+        late=late_chunks(pipe, policy, late_seconds, prompt, offload) if late_seconds else None,
     )
 
 
-def compiled_error(pipe: VideoPipeline, policy: str, prompt: str, chunks: int = 10) -> float | None:
+def fresh_peak(device: torch.device) -> None:
+    """Drop what earlier runs left (unreachable sessions, cached blocks) and restart the peak-memory count."""
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def decode_transient(pipe: VideoPipeline, latents: torch.Tensor) -> int:
+    """Device bytes a steady chunk's decode takes beyond what is allocated before it (0 off CUDA)."""
+    device = pipe.model.patch_embedding.weight.device
+    if device.type != "cuda":
+        return 0
+    decoder = pipe.codec.chunk_decoder()
+    decoder.decode(latents)  # the stream's first chunk decodes differently
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    decoder.decode(latents)
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
+def late_chunks(pipe: VideoPipeline, policy: str, seconds: float, prompt: str, offload: str | None,
+                chunks: int = 4) -> dict:
+    """DiT time and peak device memory of ``chunks`` chunks made ``seconds`` into a stream, without making the
+    frames before them: once the store's ring is full, its frames are relabelled as the ones just before that
+    point (``FrameStore.fast_forward``), so the store, the policy's reads and every buffer are those of that point.
+    A memory that grows with the video's length shows here; a flat one matches the short run."""
+    device = pipe.model.patch_embedding.weight.device
+    session = pipe.session([prompt], [5], None, policy, offload=offload)
+    store, f = session.store, pipe.chunk_frames
+    while store.num_frames < store.sink_frames + store.ring_frames + f:  # the ring is full
+        session.next_chunk()
+    step = math.lcm(store.ring_frames, f)
+    skip = max(0, math.ceil((pipe.latent_frames(seconds) - store.num_frames) / step) * step)
+    store.fast_forward(skip)
+    session.index += skip // f
+    session.next_chunk()  # a new position may select other frames: warm them before timing
+    timer = Timer(device)
+    fresh_peak(device)
+    seconds_dit = sum(timer(session.next_chunk)[0] for _ in range(chunks))
+    peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else store.nbytes()
+    return {"seconds": store.num_frames * pipe.frames_per_latent / pipe.fps, "frame": store.num_frames,
+            "dit_ms_per_chunk": 1e3 * seconds_dit / chunks, "peak_memory_gb": peak / 1e9,
+            "store_host_gb": store.host_nbytes() / 1e9}
+
+
+def compiled_error(pipe: VideoPipeline, policy: str, prompt: str, offload: str | None = None, chunks: int = 10
+                   ) -> float | None:
     """``|compiled - eager| / |eager|`` (L2) of the latents of chunk ``chunks`` (None when nothing is compiled)."""
     if not pipe.model.compiled:
         return None
 
     def last_chunk() -> torch.Tensor:
-        session = pipe.session([prompt], [3], chunks * pipe.model.config.chunk_frames, policy)
+        session = pipe.session([prompt], [3], chunks * pipe.model.config.chunk_frames, policy, offload=offload)
         return [c.latents for c in session][-1].double()
 
     compiled = last_chunk()
@@ -154,9 +225,10 @@ def attended_by(chunk: Chunk) -> int:
     return len(chunk.trace[0]["attended"])
 
 
-def warm_up(pipe: VideoPipeline, policy: str, prompt: str, attended: int) -> None:
+def warm_up(pipe: VideoPipeline, policy: str, prompt: str, attended: int, offload: str | None = None) -> None:
     """Run ``policy`` until two chunks at steady state are made and decoded (compiles the steady graph)."""
-    session, output, steady = pipe.session([prompt], [1], None, policy), VideoOutput(pipe.codec.chunk_decoder()), 0
+    session, output, steady = (pipe.session([prompt], [1], None, policy, offload=offload),
+                               VideoOutput(pipe.codec.chunk_decoder()), 0)
     while steady < 2:
         chunk = session.next_chunk()
         output.decode(chunk)
@@ -201,14 +273,21 @@ def profile_chunk(pipe: VideoPipeline, policy: str, prompt: str = "a red circle 
 
 def run_bench(
     pipe: VideoPipeline, policies: Sequence[str], seconds: float, long_seconds: float | None, out_json: Path | None,
-    profile: bool = False, overlap: bool | None = None,
+    profile: bool = False, overlap: bool | None = None, offloads: Sequence[str | None] = (None,),
+    late_seconds: float | None = None,
 ) -> dict:
-    """Every policy at ``seconds``, then (if given) each again at ``long_seconds`` for memory flatness; with
-    ``profile``, a kernel profile of one steady chunk per policy."""
-    results = [bench_policy(pipe, p, seconds, overlap=overlap) for p in policies]
-    long_results = [bench_policy(pipe, p, long_seconds, overlap=overlap) for p in policies] if long_seconds else []
-    profiles = [profile_chunk(pipe, p) for p in policies] if profile else []
+    """Every policy under every offload mode at ``seconds`` (with :func:`late_chunks` at ``late_seconds``), then (if
+    given) each again at ``long_seconds`` for memory flatness; with ``profile``, a kernel profile of one steady chunk
+    per policy."""
     device = pipe.model.patch_embedding.weight.device
+    chunk = pipe.chunk_frames
+    runs = list(dict.fromkeys((p, resolve_offload(o or pipe.offload, build_policy(p, chunk), device))
+                              for p in policies for o in offloads))  # e.g. dense under "history" is dense resident
+    results = [bench_policy(pipe, p, seconds, overlap=overlap, offload=o, late_seconds=late_seconds,
+                            check_compiled=(p, o) == next(r for r in runs if r[0] == p)) for p, o in runs]
+    long_results = [bench_policy(pipe, p, long_seconds, overlap=overlap, offload=o, check_compiled=False)
+                    for p, o in runs] if long_seconds else []
+    profiles = [profile_chunk(pipe, p) for p in policies] if profile else []
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "dtype": str(pipe.model.patch_embedding.weight.dtype), "model": pipe.name,
@@ -223,19 +302,30 @@ def run_bench(
 
 def markdown(report: dict) -> str:
     """The benchmark table, with relax/dense ratios measured in the same run."""
-    head = ("| policy | length | attended frames | self-attn ms/chunk | DiT ms/chunk | decode ms/chunk | DiT fps | "
-            "e2e fps | first frame s | warm-up s | peak GB |")
+    head = ("| policy | offload | length | attended frames | self-attn ms/chunk | DiT ms/chunk | decode ms/chunk | "
+            "DiT fps | e2e fps | first frame s | warm-up s | peak GB | store GB (GPU / host) | workspace GB | "
+            "decode GB |")
     errors = ", ".join(f"{r['policy']} {r['compiled_error']:.2e}" for r in report["results"]
                        if r.get("compiled_error") is not None)
     lines = [f"compiled: {'yes (compiled vs eager, relative L2 of chunk 10: ' + errors + ')' if errors else 'no'}; "
              f"decode overlapped with the next chunk: {'yes' if report.get('overlap') else 'no'}",
-             "", head, "|---" * 11 + "|"]
+             "", head, "|---" * 15 + "|"]
     for r in report["results"] + report["long"]:
-        lines.append(f"| {r['policy']} | {r['seconds']:g} s | {r['attended_frames']} | "
+        lines.append(f"| {r['policy']} | {r['offload']} | {r['seconds']:g} s | {r['attended_frames']} | "
                      f"{r['self_attention_ms_per_chunk']:.1f} | {r['dit_ms_per_chunk']:.1f} | "
                      f"{r['decode_ms_per_chunk']:.1f} | {r['dit_fps']:.1f} | {r['e2e_fps']:.1f} | "
-                     f"{r['first_frame_s']:.2f} | {r['warmup_s']:.1f} | {r['peak_memory_gb']:.3f} |")
-    by = {r["policy"].split(":")[0]: r for r in report["results"]}
+                     f"{r['first_frame_s']:.2f} | {r['warmup_s']:.1f} | {r['peak_memory_gb']:.3f} | "
+                     f"{r['store_device_gb']:.3f} / {r['store_host_gb']:.3f} | {r['workspace_gb']:.3f} | "
+                     f"{r['decode_transient_gb']:.3f} |")
+    late = [r for r in report["results"] if r.get("late")]
+    if late:
+        lines += ["", "| policy | offload | at | DiT ms/chunk | peak GB | host store GB |", "|---" * 6 + "|"]
+        lines += [f"| {r['policy']} | {r['offload']} | {r['late']['seconds']:g} s (latent frame "
+                  f"{r['late']['frame']}) | {r['late']['dit_ms_per_chunk']:.1f} | {r['late']['peak_memory_gb']:.3f} | "
+                  f"{r['late']['store_host_gb']:.3f} |" for r in late]
+    by: dict[str, dict] = {}
+    for r in report["results"]:
+        by.setdefault(r["policy"].split(":")[0], r)
     if "relax" in by and "dense" in by:
         dense, relax = by["dense"], by["relax"]
         lines += ["", f"relax / dense: self-attention speed-up "

@@ -7,6 +7,7 @@ from typing import Protocol
 
 import torch
 
+from relaxforcing.devices import upload
 from relaxforcing.memory.view import MemoryView
 from relaxforcing.model.rope import apply_rope, rope_factors, rotation_dtype
 from relaxforcing.model.wan import MemoryKV
@@ -16,10 +17,18 @@ class KVSource(Protocol):
     """Where a reader gathers from (a :class:`~relaxforcing.memory.store.FrameStore`)."""
 
     k: torch.Tensor
-    """The key buffer ``[L, B, S, T, H, D]``: its layer count, device and dtype are the reader's."""
+    """The device key buffer ``[L, B, S, T, H, D]``: its layer count, device and dtype are the reader's."""
 
-    def gather(self, layer: int, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of ``frames`` ``[B, N]`` for one layer, as ``[B, N*T, H, D]``."""
+    def locate(self, frames: torch.Tensor) -> torch.Tensor:
+        """Device slots ``[B, N]`` (on the host) of ``frames`` ``[B, N]``, bringing frames onto the device if
+        needed."""
+        ...
+
+    v: torch.Tensor
+    """The device value buffer, same layout as :attr:`k`."""
+
+    def gather(self, layer: int, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values at device ``slots`` ``[B, N]`` (on the device) for one layer, as ``[B, N*T, H, D]``."""
         ...
 
 
@@ -37,22 +46,33 @@ class MemoryReader:
         self._keys: torch.Tensor | None = None  # [L, B, Lm, H, D]
         self._values: torch.Tensor | None = None
 
+    def nbytes(self) -> int:
+        return sum(t.nbytes for t in (self._keys, self._values) if t is not None)
+
     def read(self, store: KVSource, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryKV | None:
         """The rotated keys and values of ``view``'s frames at ``view``'s positions (None when it has no frames)."""
         if view.frames.shape[1] == 0:
             return None
         source = store.k
-        rope = rope_factors(view.positions.to(source.device), grid_hw, head_dim,
+        slots = store.locate(view.frames)  # [B, N] on the host
+        rope = rope_factors(upload(view.positions, source.device), grid_hw, head_dim,
                             rotation_dtype(source.dtype))  # [B, N*T, 2, D]
-        layers, batch, _, tokens, heads, dim = source.shape
+        layers, batch, stored, tokens, heads, dim = source.shape
         shape = (layers, batch, view.frames.shape[1] * tokens, heads, dim)
-        if self._keys is None or self._keys.shape != shape:
+        # A view that reads every device slot in order (relax offloaded: sinks | history | tail) attends the store's
+        # values as they lie; keys are always rotated into the workspace.
+        in_place = bool((slots == torch.arange(stored)).all()) if slots.shape[1] == stored else False
+        if self._keys is None or self._keys.shape != shape or (self._values is None) != in_place:
             self._keys = self._values = None  # free the old workspace before taking the new one
             self._keys = torch.empty(shape, dtype=source.dtype, device=source.device)
-            self._values = torch.empty(shape, dtype=source.dtype, device=source.device)
+            if not in_place:
+                self._values = torch.empty(shape, dtype=source.dtype, device=source.device)
+        device_slots = upload(slots, source.device)
         for layer in range(layers):
-            k, v = store.gather(layer, view.frames)
+            k, v = store.gather(layer, device_slots)
             self._keys[layer].copy_(apply_rope(k, rope))
-            self._values[layer].copy_(v)
-        keep = None if view.keep_tokens is None else view.keep_tokens.flatten(1).to(source.device)
-        return MemoryKV(self._keys, self._values, keep)
+            if not in_place:
+                self._values[layer].copy_(v)
+        values = store.v.flatten(2, 3) if in_place else self._values
+        keep = None if view.keep_tokens is None else upload(view.keep_tokens.flatten(1), source.device)
+        return MemoryKV(self._keys, values, keep)

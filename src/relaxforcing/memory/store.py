@@ -1,21 +1,37 @@
-"""FrameStore: per-layer un-roped K/V of committed latent frames — pinned sinks plus a ring of recent frames."""
+"""FrameStore: per-layer un-roped K/V of committed latent frames — pinned sinks plus a ring of recent frames — on
+the device, or with offloading in host memory with only what chunks attend on the device."""
 
 from __future__ import annotations
 
+from contextlib import nullcontext
+
 import torch
 
+from relaxforcing.devices import upload
+from relaxforcing.memory.host import HostSlots
 from relaxforcing.memory.reader import MemoryReader
 from relaxforcing.memory.view import MemoryView
 from relaxforcing.model.wan import MemoryKV
+
+OFFLOAD_MODES = ("none", "history", "all")
+"""Where a store keeps frames: ``none`` all on the device; ``history`` every frame in host memory, with the sinks
+and the most recent frames also on the device and older frames copied in when a chunk attends them; ``all`` every
+frame in host memory, each attended frame copied in per chunk."""
 
 
 class FrameStore:
     """Static buffers holding, for every layer, the keys (after qk-norm, before RoPE) and values of frames.
 
-    Frames ``0 .. sink_frames-1`` live in pinned slots forever. Later frames live in a ring of ``ring_frames``
-    slots: frame g goes to slot ``sink_frames + (g - sink_frames) % ring_frames``, so the store only holds what
-    a policy that reads at most ``ring_frames`` frames behind the current chunk can still need. Reading an
-    evicted frame raises. The layer-0 frame prototype (mean of keys over tokens, then heads) is kept per frame.
+    Frames ``0 .. sink_frames-1`` are kept forever. Later frames go to a ring of ``ring_frames`` slots: frame g
+    takes slot ``sink_frames + (g - sink_frames) % ring_frames`` (:meth:`slot`), so the store only holds what a
+    policy that reads at most ``ring_frames`` frames behind the current chunk can still need. Reading an evicted
+    frame raises. The layer-0 frame prototype (mean of keys over tokens, then heads) is kept per frame on the device.
+
+    With ``offload="none"`` the slots are the device buffers :attr:`k` / :attr:`v` ``[L, B, S, T, H, D]``. Otherwise
+    every frame's slot is in host memory (one page-locked block per slot, see :class:`HostSlots`), and the
+    device holds ``[sinks (history only) | staging | recent ring]``: the newest ``recent_frames`` frames (written
+    there at commit), and ``staging_frames`` slots into which :meth:`locate` copies any other frame a chunk
+    attends. Writes to host memory run on a copy stream beside the model; nothing waits on the host.
     """
 
     def __init__(
@@ -30,26 +46,54 @@ class FrameStore:
         ring_frames: int,
         dtype: torch.dtype = torch.float32,
         device: torch.device | str = "cpu",
+        offload: str = "none",
+        recent_frames: int = 0,
+        staging_frames: int = 0,
     ):
         if ring_frames < 1 or sink_frames < 0:
             raise ValueError(f"ring_frames={ring_frames} must be >= 1 and sink_frames={sink_frames} >= 0")
+        if offload not in OFFLOAD_MODES:
+            raise ValueError(f"offload={offload!r}: choose one of {', '.join(OFFLOAD_MODES)}")
         self.sink_frames = sink_frames
         self.ring_frames = ring_frames
         self.tokens_per_frame = tokens_per_frame
+        self.offload = offload
+        self.device = torch.device(device)
         slots = sink_frames + ring_frames
-        shape = (num_layers, batch, slots, tokens_per_frame, num_heads, head_dim)  # [L, B, S, T, H, D]
+        self._frame_shape = (num_layers, batch, tokens_per_frame, num_heads, head_dim)  # [L, B, T, H, D]
+        if offload == "none":
+            self.resident_sinks, self.staging_frames, self.recent_frames = sink_frames, 0, ring_frames
+        else:
+            self.resident_sinks = sink_frames if offload == "history" else 0
+            self.recent_frames = min(recent_frames, ring_frames) if offload == "history" else 0
+            self.staging_frames = staging_frames
+        device_slots = self.resident_sinks + self.staging_frames + self.recent_frames
+        shape = (num_layers, batch, device_slots, tokens_per_frame, num_heads, head_dim)  # [L, B, S_dev, T, H, D]
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.prototype_sums = torch.zeros(batch, slots, head_dim, dtype=torch.float32, device=device)  # [B, S, D]
         self.slot_frame = [-1] * slots  # global frame held by each slot (-1 = empty), host-side bookkeeping
         self.num_frames = 0  # frames committed so far; the next chunk starts here
+        cuda = self.device.type == "cuda"
+        self._host = HostSlots(slots, self._frame_shape, dtype, pin=cuda) if offload != "none" else None
+        self._recent_frame = [-1] * self.recent_frames  # frame held by each recent-ring device slot
+        self._staged: list[dict[int, int]] = [{} for _ in range(batch)]  # per sample: frame -> staging slot
+        self._copy_stream = torch.cuda.Stream(self.device) if cuda and offload != "none" else None
         self._reader = MemoryReader()  # its workspace, reused from chunk to chunk
 
     @property
     def batch(self) -> int:
         return self.k.shape[1]
 
+    @property
+    def num_layers(self) -> int:
+        return self.k.shape[0]
+
+    # ---- where frames live --------------------------------------------------------------------------------------
+
     def slot(self, frame: int) -> int:
+        """The frame's slot in the canonical (sinks + ring) layout: on the device without offloading, else in host
+        memory."""
         if frame < self.sink_frames:
             return frame
         return self.sink_frames + (frame - self.sink_frames) % self.ring_frames
@@ -57,51 +101,65 @@ class FrameStore:
     def holds(self, frame: int) -> bool:
         return 0 <= frame < self.num_frames and self.slot_frame[self.slot(frame)] == frame
 
-    def slots(self, frames: torch.Tensor) -> torch.Tensor:
-        """Slot of each frame in ``frames`` (any shape, CPU long); raises if a frame is not held."""
+    def _recent_slot(self, frame: int) -> int:
+        """Device slot of ``frame`` in the recent ring (whether or not it is there)."""
+        return (self.resident_sinks + self.staging_frames
+                + (frame - self.sink_frames) % self.recent_frames)
+
+    def _device_slot(self, frame: int, sample: int) -> int | None:
+        """The device slot holding ``frame`` for ``sample`` now (None: only in host memory)."""
+        if frame < self.sink_frames and self.resident_sinks:
+            return frame
+        if (frame >= self.sink_frames and self.recent_frames
+                and self._recent_frame[(frame - self.sink_frames) % self.recent_frames] == frame):
+            return self._recent_slot(frame)
+        return self._staged[sample].get(frame)
+
+    def locate(self, frames: torch.Tensor) -> torch.Tensor:
+        """Device slots ``[B, N]`` (CPU long) of ``frames`` ``[B, N]`` (CPU long), copying frames that are only
+        in host memory into staging slots first (per sample: samples may attend different frames); raises if a
+        frame is not held or staging is too small."""
+        rows = [self._held(row) for row in frames]
+        waited = False
+        for sample, row in enumerate(rows):
+            staged = self._staged[sample]
+            fetch = [f for f in dict.fromkeys(row) if self._device_slot(f, sample) is None]
+            if not fetch:
+                continue
+            in_use = {staged[f] for f in row if f in staged}
+            base = self.resident_sinks
+            free = [s for s in range(base, base + self.staging_frames) if s not in in_use]
+            if len(fetch) > len(free):
+                raise RuntimeError(f"a chunk attends {len(fetch) + len(in_use)} frames held only in host memory, the "
+                                   f"store stages {self.staging_frames}: the policy's staging size is wrong")
+            if self._copy_stream is not None and not waited:  # host copies of recent commits must have landed
+                torch.cuda.current_stream(self.device).wait_stream(self._copy_stream)
+                waited = True
+            for frame, slot in zip(fetch, free, strict=False):
+                self._staged[sample] = staged = {f: s for f, s in staged.items() if s != slot}
+                self._fetch(frame, slot, sample)
+                staged[frame] = slot
+        slots = [[self._device_slot(f, sample) for f in row] for sample, row in enumerate(rows)]
+        return torch.tensor(slots, dtype=torch.long).reshape(frames.shape)
+
+    def _held(self, frames: torch.Tensor) -> list[int]:
+        """``frames`` as a flat list; raises if one is not held."""
         flat = frames.flatten().tolist()
         missing = sorted({f for f in flat if not self.holds(f)})
         if missing:
             raise RuntimeError(f"frames {missing[:8]} are not in the store (committed {self.num_frames}, "
                                f"sinks {self.sink_frames}, ring {self.ring_frames}): the policy's max_lag is wrong")
-        return torch.tensor([self.slot(f) for f in flat], dtype=torch.long).reshape(frames.shape)
+        return flat
 
-    def commit(self, start: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
-        """Write a chunk's per-layer keys/values ``[B, f*T, H, D]`` (frames ``start..start+f-1``)."""
-        if start != self.num_frames:
-            raise ValueError(f"chunk starts at frame {start} but the store expects frame {self.num_frames}")
-        self._write(start, keys, values)
-        self.num_frames = start + keys[0].shape[1] // self.tokens_per_frame
+    def _fetch(self, frame: int, device_slot: int, sample: int) -> None:
+        """Copy ``sample``'s ``frame`` from host memory into a device slot (current stream, asynchronously)."""
+        keys, values = self._host[self.slot(frame)]
+        for layer in range(self.num_layers):
+            self.k[layer, sample, device_slot].copy_(keys[layer, sample], non_blocking=True)
+            self.v[layer, sample, device_slot].copy_(values[layer, sample], non_blocking=True)
 
-    def rewrite(self, start: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
-        """Overwrite frames ``start..`` already held (e.g. re-encoded under a new prompt) with ``keys``/``values``
-        ``[B, f*T, H, D]`` per layer; what is committed does not change."""
-        frames = range(start, start + keys[0].shape[1] // self.tokens_per_frame)
-        if not all(self.holds(f) for f in frames):
-            raise ValueError(f"cannot rewrite frames {frames.start}..{frames.stop - 1}: not all are held")
-        self._write(start, keys, values)
-
-    def _write(self, start: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
-        frames = keys[0].shape[1] // self.tokens_per_frame
-        for i in range(frames):
-            frame, slot = start + i, self.slot(start + i)
-            rows = slice(i * self.tokens_per_frame, (i + 1) * self.tokens_per_frame)
-            for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
-                self.k[layer, :, slot] = k[:, rows]
-                self.v[layer, :, slot] = v[:, rows]
-            self.prototype_sums[:, slot] = keys[0][:, rows].float().mean(dim=(1, 2))
-            self.slot_frame[slot] = frame
-
-    def prototypes(self, frames: torch.Tensor) -> torch.Tensor:
-        """L2-normalised layer-0 key prototype of the union of ``frames`` ``[B, n]`` per sample -> ``[B, D]``."""
-        slots = self.slots(frames).to(self.prototype_sums.device)
-        rows = torch.arange(self.batch, device=slots.device)[:, None]
-        mean = self.prototype_sums[rows, slots].mean(dim=1)  # equal token counts: mean of means = joint mean
-        return torch.nn.functional.normalize(mean, dim=-1)
-
-    def gather(self, layer: int, frames: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values of ``frames`` ``[B, N]`` for one layer, as ``[B, N*T, H, D]``."""
-        slots = self.slots(frames).to(self.k.device)
+    def gather(self, layer: int, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values at device ``slots`` ``[B, N]`` (from :meth:`locate`) for one layer, as ``[B, N*T, H, D]``."""
         rows = torch.arange(self.batch, device=slots.device)[:, None]
         return self.k[layer, rows, slots].flatten(1, 2), self.v[layer, rows, slots].flatten(1, 2)
 
@@ -110,27 +168,165 @@ class FrameStore:
         the next read); None when the view attends no cached frame."""
         return self._reader.read(self, view, grid_hw, head_dim)
 
+    # ---- writing ------------------------------------------------------------------------------------------------
+
+    def write(self, layer: int, start: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Write one layer's keys/values ``[B, f*T, H, D]`` of frames ``start..start+f-1``: the next frames to commit
+        (then :meth:`advance`) or frames already held (a rewrite, e.g. re-encoded under a new prompt)."""
+        frames = keys.shape[1] // self.tokens_per_frame
+        if layer == 0:
+            self._check_write(start, frames)
+        keys = keys.unflatten(1, (frames, self.tokens_per_frame))  # [B, f, T, H, D]
+        values = values.unflatten(1, (frames, self.tokens_per_frame))
+        for i, frame in enumerate(range(start, start + frames)):
+            slot = self._device_slot(frame, 0)  # sinks, the newest frames, or none (bookkeeping set at layer 0)
+            if slot is not None:
+                self.k[layer, :, slot] = keys[:, i]
+                self.v[layer, :, slot] = values[:, i]
+            if layer == 0:
+                self.prototype_sums[:, self.slot(frame)] = keys[:, i].float().mean(dim=(1, 2))
+        if self.offload != "none":
+            self._write_host(layer, start, keys, values)
+
+    def _check_write(self, start: int, frames: int) -> None:
+        """Before layer 0 of a write: the frames are the next ones or all held; update the bookkeeping."""
+        span = range(start, start + frames)
+        if start != self.num_frames and not all(self.holds(f) for f in span):
+            raise ValueError(f"cannot write frames {span.start}..{span.stop - 1}: the store expects frame "
+                             f"{self.num_frames} next, and rewrites only frames it holds")
+        for frame in span:
+            self.slot_frame[self.slot(frame)] = frame
+            for staged in self._staged:
+                staged.pop(frame, None)
+            if frame >= self.sink_frames and self.recent_frames and frame >= start + frames - self.recent_frames:
+                self._recent_frame[(frame - self.sink_frames) % self.recent_frames] = frame
+
+    def _write_host(self, layer: int, start: int, keys: torch.Tensor, values: torch.Tensor) -> None:
+        """Copy one layer of frames ``[B, f, T, H, D]`` to their host slots (on the copy stream when on CUDA)."""
+        stream = self._copy_stream
+        if stream is not None:
+            stream.wait_stream(torch.cuda.current_stream(self.device))
+            keys.record_stream(stream)  # the allocator keeps them until the copies are done
+            values.record_stream(stream)
+        with torch.cuda.stream(stream) if stream is not None else nullcontext():
+            for i in range(keys.shape[1]):
+                host_keys, host_values = self._host[self.slot(start + i)]
+                for b in range(self.batch):
+                    host_keys[layer, b].copy_(keys[b, i], non_blocking=True)
+                    host_values[layer, b].copy_(values[b, i], non_blocking=True)
+
+    def advance(self, end: int) -> None:
+        """Mark frames up to ``end`` (exclusive) committed, after every layer of them was :meth:`write`-n."""
+        self.num_frames = end
+
+    def fast_forward(self, frames: int) -> None:
+        """Relabel every held frame past the sinks as if ``frames`` more had been committed before it, for measuring
+        a chunk deep into a stream without making the frames before it. ``frames`` must be a multiple of the ring
+        size, so every frame keeps its slot and its keys/values (they stand for the relabelled frame)."""
+        if frames < 0 or frames % self.ring_frames:
+            raise ValueError(f"fast_forward({frames}): need a non-negative multiple of the ring size "
+                             f"{self.ring_frames}")
+        shift = lambda f: f + frames if f >= self.sink_frames else f  # noqa: E731
+        self.slot_frame = [shift(f) for f in self.slot_frame]
+        self._recent_frame = [shift(f) for f in self._recent_frame]
+        self._staged = [{shift(f): s for f, s in staged.items()} for staged in self._staged]
+        self.num_frames += frames
+
+    def commit(self, start: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        """Write a chunk's per-layer keys/values ``[B, f*T, H, D]`` (frames ``start..start+f-1``)."""
+        if start != self.num_frames:
+            raise ValueError(f"chunk starts at frame {start} but the store expects frame {self.num_frames}")
+        for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
+            self.write(layer, start, k, v)
+        self.advance(start + keys[0].shape[1] // self.tokens_per_frame)
+
+    def rewrite(self, start: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
+        """Overwrite frames ``start..`` already held with ``keys``/``values`` ``[B, f*T, H, D]`` per layer; what is
+        committed does not change."""
+        frames = range(start, start + keys[0].shape[1] // self.tokens_per_frame)
+        if not all(self.holds(f) for f in frames):
+            raise ValueError(f"cannot rewrite frames {frames.start}..{frames.stop - 1}: not all are held")
+        for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
+            self.write(layer, start, k, v)
+
+    # ---- scoring --------------------------------------------------------------------------------------------------
+
+    def prototypes(self, frames: torch.Tensor) -> torch.Tensor:
+        """L2-normalised layer-0 key prototype of the union of ``frames`` ``[B, n]`` per sample -> ``[B, D]``."""
+        slots = [self.slot(f) for f in self._held(frames)]
+        slots = upload(torch.tensor(slots, dtype=torch.long).reshape(frames.shape), self.device)
+        rows = torch.arange(self.batch, device=slots.device)[:, None]
+        mean = self.prototype_sums[rows, slots].mean(dim=1)  # equal token counts: mean of means = joint mean
+        return torch.nn.functional.normalize(mean, dim=-1)
+
+    # ---- snapshots and sizes --------------------------------------------------------------------------------------
+
     def state_tensors(self) -> dict[str, torch.Tensor]:
-        """The buffers, for a snapshot (with :meth:`state_meta`)."""
-        return {"k": self.k, "v": self.v, "prototype_sums": self.prototype_sums}
+        """The frames in the canonical layout ``[L, B, S, T, H, D]`` whatever the offloading, for a snapshot (with
+        :meth:`state_meta`)."""
+        if self.offload == "none":
+            return {"k": self.k, "v": self.v, "prototype_sums": self.prototype_sums}
+        if self._copy_stream is not None:
+            self._copy_stream.synchronize()
+        zeros = torch.zeros(self._frame_shape, dtype=self.k.dtype)
+        held = [self._host[s] if frame >= 0 else (zeros, zeros) for s, frame in enumerate(self.slot_frame)]
+        k = torch.stack([keys for keys, _ in held], dim=2)
+        v = torch.stack([values for _, values in held], dim=2)
+        return {"k": k, "v": v, "prototype_sums": self.prototype_sums}
 
     def state_meta(self) -> dict:
         return {"num_frames": self.num_frames, "slot_frame": list(self.slot_frame)}
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
-        """Restore a snapshot into this store, which must have been built with the same sizes."""
-        for name, buffer in self.state_tensors().items():
+        """Restore a snapshot into this store, which must have been built with the same sizes (any offloading)."""
+        slots = len(self.slot_frame)
+        for name in ("k", "v", "prototype_sums"):
+            want = (*self._frame_shape[:2], slots, *self._frame_shape[2:]) if name != "prototype_sums" else tuple(
+                self.prototype_sums.shape)
             saved = tensors.get(name)
-            if saved is None or saved.shape != buffer.shape or saved.dtype != buffer.dtype:
+            if saved is None or tuple(saved.shape) != want or saved.dtype != (
+                    self.prototype_sums.dtype if name == "prototype_sums" else self.k.dtype):
                 found = "nothing" if saved is None else f"{saved.dtype} {list(saved.shape)}"
-                raise ValueError(f"the saved frame store's {name} is {found}, this run needs "
-                                 f"{buffer.dtype} {list(buffer.shape)} (another model, size or policy?)")
-            buffer.copy_(saved)
-        if len(meta["slot_frame"]) != len(self.slot_frame):
-            raise ValueError(f"the saved frame store has {len(meta['slot_frame'])} slots, this one "
-                             f"{len(self.slot_frame)}")
+                raise ValueError(f"the saved frame store's {name} is {found}, this run needs {list(want)} "
+                                 "(another model, size or policy?)")
+        if len(meta["slot_frame"]) != slots:
+            raise ValueError(f"the saved frame store has {len(meta['slot_frame'])} slots, this one {slots}")
+        self.prototype_sums.copy_(tensors["prototype_sums"])
         self.slot_frame = [int(f) for f in meta["slot_frame"]]
         self.num_frames = int(meta["num_frames"])
+        self._staged = [{} for _ in self._staged]
+        held = sorted(f for f in self.slot_frame if f >= 0)
+        recent = [f for f in held if f >= max(self.sink_frames, self.num_frames - self.recent_frames)]
+        self._recent_frame = [-1] * self.recent_frames
+        for frame in recent:
+            self._recent_frame[(frame - self.sink_frames) % self.recent_frames] = frame
+        if self.offload == "none":
+            self.k.copy_(tensors["k"])
+            self.v.copy_(tensors["v"])
+            return
+        for frame in held:
+            slot = self.slot(frame)
+            host_keys, host_values = self._host[slot]
+            host_keys.copy_(tensors["k"][:, :, slot])
+            host_values.copy_(tensors["v"][:, :, slot])
+        for frame in [f for f in held if f < self.resident_sinks] + recent:  # the device tier
+            device_slot = frame if frame < self.sink_frames else self._recent_slot(frame)
+            for sample in range(self.batch):
+                self._fetch(frame, device_slot, sample)
+
+    def device_nbytes(self) -> int:
+        """Bytes of keys/values (and prototypes) on the device."""
+        return self.k.nbytes + self.v.nbytes + self.prototype_sums.nbytes
+
+    def host_nbytes(self) -> int:
+        """Bytes of keys/values in host memory (page-locked in the background from the start, to ``(sinks + ring)``
+        frames)."""
+        return 0 if self._host is None else self._host.nbytes()
+
+    def workspace_nbytes(self) -> int:
+        """Bytes of the reader's workspace: the rotated keys/values of the last chunk's attended frames."""
+        return self._reader.nbytes()
 
     def nbytes(self) -> int:
-        return self.k.nbytes + self.v.nbytes + self.prototype_sums.nbytes
+        return self.device_nbytes() + self.host_nbytes()
+

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from relaxforcing.devices import upload
+
 THETA = 10000.0
 
 
@@ -44,7 +46,7 @@ def rope_factors(
         order.
     """
     h, w = grid_hw
-    ft, fh, fw = (f.to(frame_positions.device) for f in axis_frequencies(head_dim))
+    ft, fh, fw = (upload(f, frame_positions.device) for f in axis_frequencies(head_dim))
     pos = frame_positions.to(torch.float64)
     ang_t = pos[..., :, None] * ft  # [..., F, nt]
     ang_h = torch.arange(h, dtype=torch.float64, device=pos.device)[:, None] * fh  # [h, nh]

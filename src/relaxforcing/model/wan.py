@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from relaxforcing.devices import upload
 from relaxforcing.model.attention import attention
 from relaxforcing.model.config import WanConfig
 from relaxforcing.model.rope import apply_rope, rope_factors, rotation_dtype
@@ -415,6 +416,6 @@ class CausalWanModel(nn.Module):
         grid = self.token_grid(tuple(x.shape[3:]))
         positions = query_positions if query_positions.ndim == 2 else query_positions[None]
         dtype = rotation_dtype(self.patch_embedding.weight.dtype)
-        rope = rope_factors(positions.to(x.device), grid, self.config.head_dim, dtype)
+        rope = rope_factors(upload(positions, x.device), grid, self.config.head_dim, dtype)
         inputs = SelfAttentionInputs(rope=rope, memory=memory, capture_kv=capture_kv)
         return self._run(x, t, context_kv, inputs, compiled)

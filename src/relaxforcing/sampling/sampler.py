@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import torch
 
 from relaxforcing.memory.policies.base import MemoryPolicy
-from relaxforcing.memory.store import FrameStore
+from relaxforcing.memory.store import OFFLOAD_MODES, FrameStore
 from relaxforcing.memory.view import MemoryView
 from relaxforcing.model.wan import CausalWanModel, MemoryKV
 from relaxforcing.sampling.schedule import FlowSchedule
@@ -43,7 +43,8 @@ class ChunkSampler:
     chunks lives in :class:`~relaxforcing.sampling.session.StreamSession`.
     """
 
-    def __init__(self, model: CausalWanModel, policy: MemoryPolicy, schedule: FlowSchedule | None = None):
+    def __init__(self, model: CausalWanModel, policy: MemoryPolicy, schedule: FlowSchedule | None = None,
+                 offload: str = "auto"):
         if policy.chunk_frames != model.config.chunk_frames:
             raise ValueError(f"policy chunk size {policy.chunk_frames} != model chunk size "
                              f"{model.config.chunk_frames}")
@@ -52,6 +53,8 @@ class ChunkSampler:
         self.schedule = schedule or FlowSchedule()
         self.steady_frames = policy.steady_frames()
         """Cached frames attended at steady state: chunks that attend this many run the compiled blocks."""
+        self.offload = resolve_offload(offload, policy, self.device)
+        """Where new stores keep frames (``FrameStore``'s modes; ``auto`` resolved)."""
         self.timesteps = self.schedule.timesteps()
         self.sigmas = [self.schedule.sigma(t) for t in self.timesteps]
 
@@ -64,13 +67,15 @@ class ChunkSampler:
         return self.policy.chunk_frames
 
     def new_store(self, batch: int, latent_hw: tuple[int, int]) -> FrameStore:
-        """An empty store sized by the policy: its sinks plus a ring of ``max_lag`` frames."""
-        cfg = self.model.config
+        """An empty store sized by the policy: its sinks plus a ring of ``max_lag`` frames, offloaded as
+        :attr:`offload` says, with as many staging slots as any chunk reads from host memory."""
+        cfg, policy = self.model.config, self.policy
         h, w = self.model.token_grid(latent_hw)
+        recent = policy.recent_frames if self.offload == "history" else 0
         return FrameStore(num_layers=cfg.num_layers, batch=batch, tokens_per_frame=h * w, num_heads=cfg.num_heads,
-                          head_dim=cfg.head_dim, sink_frames=self.policy.sink_frames,
-                          ring_frames=max(1, self.policy.max_lag), dtype=self.model.patch_embedding.weight.dtype,
-                          device=self.device)
+                          head_dim=cfg.head_dim, sink_frames=policy.sink_frames, ring_frames=max(1, policy.max_lag),
+                          dtype=self.model.patch_embedding.weight.dtype, device=self.device, offload=self.offload,
+                          recent_frames=recent, staging_frames=staging_frames(policy, self.offload))
 
     def noise(self, generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
         """Fresh Gaussian noise ``[B, *shape]``, each sample from its own generator."""
@@ -123,12 +128,11 @@ class ChunkSampler:
     def clean_pass(self, store: FrameStore, cross_kv: CrossKV, x0: torch.Tensor, memory: MemoryKV | None,
                    queries: torch.Tensor, compiled: bool = False) -> None:
         """Run the clean chunk ``x0`` ``[B, C, f, h, w]`` at t = 0 and commit its keys/values to the store."""
-        keys: list[torch.Tensor] = []
-        values: list[torch.Tensor] = []
+        start = store.num_frames
         t = torch.zeros(x0.shape[0], x0.shape[2], device=self.device)
-        self.model.forward_chunk(x0, t, cross_kv, queries, memory=memory,
-                                 capture_kv=lambda layer, k, v: (keys.append(k), values.append(v)), compiled=compiled)
-        store.commit(store.num_frames, keys, values)
+        self.model.forward_chunk(x0, t, cross_kv, queries, memory=memory, compiled=compiled,
+                                 capture_kv=lambda layer, k, v: store.write(layer, start, k, v))  # layer by layer
+        store.advance(start + x0.shape[2])
 
     @torch.no_grad()
     def replay(self, store: FrameStore, cross_kv: CrossKV, latents: torch.Tensor, latent_hw: tuple[int, int]) -> None:
@@ -145,3 +149,36 @@ class ChunkSampler:
             memory, view = self.read_memory(store, start, latent_hw)
             chunk = latents[:, :, start:start + f].to(self.device)
             self.clean_pass(store, cross_kv, chunk, memory, view.query_positions, self.compiled_for(view))
+
+
+def resolve_offload(offload: str, policy: MemoryPolicy, device: torch.device) -> str:
+    """``none``, ``history`` or ``all`` for ``policy`` on ``device``: ``auto`` is ``history`` on CUDA for a policy that
+    stores frames it does not read every chunk (``recent_frames < max_lag``, e.g. relax), else ``none``; ``history``
+    for a policy without such frames is ``none`` (nothing to offload)."""
+    check_offload(offload)
+    has_history = policy.recent_frames < policy.max_lag
+    if offload == "auto":
+        return "history" if device.type == "cuda" and has_history else "none"
+    if offload == "history" and not has_history:
+        return "none"
+    return offload
+
+
+def check_offload(offload: str) -> None:
+    """Raise a one-line ValueError unless ``offload`` is auto, none, history or all."""
+    if offload not in ("auto", *OFFLOAD_MODES):
+        raise ValueError(f"--offload {offload!r}: choose auto, {', '.join(OFFLOAD_MODES)}")
+
+
+def staging_frames(policy: MemoryPolicy, offload: str) -> int:
+    """Most frames any chunk of ``policy`` reads that are held only in host memory under ``offload``."""
+    if offload == "none":
+        return 0
+    recent = policy.recent_frames if offload == "history" else 0
+    sinks_resident = offload == "history"
+    most = 0
+    for view in policy.layouts():
+        far = {f for f in view.frames.flatten().tolist()
+               if not (f < policy.sink_frames and sinks_resident) and view.start - f > recent}
+        most = max(most, len(far))
+    return most

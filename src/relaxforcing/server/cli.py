@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from relaxforcing.options import CompileOption
+from relaxforcing.options import CompileOption, OffloadOption
 
 WS_MAX_BYTES = 1 << 16
 """Largest message the page may send (prompts are at most 2,000 characters)."""
@@ -50,6 +50,7 @@ def register(app: typer.Typer) -> None:
         max_seconds: Annotated[float, typer.Option(help="Longest video a page may ask for.")] = 60.0,
         max_jobs: Annotated[int, typer.Option(help="Generations running at once over all pages.")] = 2,
         compile: CompileOption = None,
+        offload: OffloadOption = "auto",
     ) -> None:
         """Serve the live viewer: type a prompt, watch it stream, inspect the memory, switch prompts."""
         try:
@@ -62,7 +63,8 @@ def register(app: typer.Typer) -> None:
         from relaxforcing.loaders import load_pipeline
 
         with listen(host, port) as listener:
-            pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device, compile=compile)
+            pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device, compile=compile,
+                                 offload=offload)
             hosts = allowed_hosts_for(host)
             web = create_app(pipe, allowed_hosts=hosts, max_seconds=max_seconds, max_jobs=max_jobs)
             shown = f"[{host}]" if ":" in host else host

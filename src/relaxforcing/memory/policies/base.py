@@ -58,10 +58,23 @@ class MemoryPolicy(ABC):
     def select(self, store: StoreView, start: int) -> MemoryView:
         """Frames and positions for the chunk starting at global frame ``start``."""
 
+    @property
+    def recent_frames(self) -> int:
+        """The newest frames a chunk may attend that are worth keeping on the device: every frame up to ``max_lag``
+        unless a policy reads only some of its older frames (relax: the tail; its history comes from far back)."""
+        return self.max_lag
+
     def steady_frames(self) -> int:
         """Cached frames attended per chunk once warm-up is over (the memory length at steady state)."""
         far = 100_000 * self.chunk_frames
-        return self.select(_SteadyStateStore(far), far).frames.shape[1]
+        return self.select(LayoutStore(far), far).frames.shape[1]
+
+    def layouts(self, horizon: int | None = None) -> list[MemoryView]:
+        """The views of the chunks starting at ``0, f, 2f, ..`` up to ``horizon`` frames (default: well into the
+        steady state), on a store whose prototypes are arbitrary: which frames are read, not which are chosen."""
+        f = self.chunk_frames
+        horizon = horizon or max(256, 2 * (self.sink_frames + self.max_lag) + 10 * f)
+        return [self.select(LayoutStore(start), start) for start in range(0, horizon, f)]
 
     def queries(self, start: int) -> range:
         """Absolute frame indices of the chunk being denoised."""
@@ -75,8 +88,9 @@ class MemoryPolicy(ABC):
         return f"{self.name}:{params}" if params else self.name
 
 
-class _SteadyStateStore:
-    """A ``StoreView`` far into a stream: enough for a policy's layout (which frames, not which scores)."""
+class LayoutStore:
+    """A ``StoreView`` with ``num_frames`` committed frames and arbitrary prototypes: enough for a policy's layout
+    (which frames, not which scores)."""
 
     batch = 1
 

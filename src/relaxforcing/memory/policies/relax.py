@@ -58,6 +58,11 @@ class RelaxPolicy(MemoryPolicy):
                 lag = max(lag, self.tail, *(start - f for f in self.candidate_frames(start)))
         return lag
 
+    @property
+    def recent_frames(self) -> int:
+        """Only the tail is read every chunk; history candidates lie far back and are read one at a time."""
+        return self.tail
+
     # ---- the virtual reservoir ------------------------------------------------------------------------------
 
     def local_start(self, start: int) -> int:
