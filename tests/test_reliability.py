@@ -84,6 +84,10 @@ def files(tmp_path: Path) -> Path:
     (["bench", "--policies", " , "], "--policies names no memory policy"),
     (["bench", "--policies", "relax,bogus"], "unknown memory policy 'bogus'"),
     (["bench", "--long-seconds", "0"], "--long-seconds must be a positive number"),
+    (["bench", "--offload", "none,gpu"], "--offload 'gpu': choose auto, none, history, all"),
+    (["bench", "--decoder", "wan,tae"], "--decoder tae decodes Wan 2.1 latents"),
+    (["generate", PROMPT, "--offload", "disk"], "--offload 'disk': choose auto, none, history, all"),
+    (["serve", "--decoder", "tae"], "--decoder tae decodes Wan 2.1 latents"),
     (["generate", PROMPT, "--memory", "relax:lambda=nan"], "lambda='nan' is not a valid finite float"),
 ])
 def test_bad_input_gets_one_line_error(files: Path, args: list[str], message: str) -> None:

@@ -321,7 +321,9 @@ def bench(
                        ] = False,
     overlap: Annotated[bool | None, typer.Option("--overlap/--no-overlap", help="Decode each chunk while the next "
                                                  "is made, as generate does on CUDA (default: on CUDA).")] = None,
-    decoder: DecoderOption = "wan",
+    decoder: Annotated[str, typer.Option(help="wan, tae, or both comma-separated (wan,tae) to compare decoders in "
+                                              "one run; tae takes random weights without --decoder-weights.")
+                       ] = "wan",
     decoder_weights: DecoderWeightsOption = None,
     device: Annotated[str | None, typer.Option(help="Device (default: cuda if available).")] = None,
     compile: CompileOption = None,
@@ -354,8 +356,13 @@ def bench(
             raise ValueError(f"--json {json_out} is a folder, not a file")
     pipe = (load_pipeline(device=device, compile=compile) if model == "toy"
             else random_pipeline(model, device=device, compile=compile))
-    with_decoder(pipe, decoder, decoder_weights, random_ok=model != "toy")  # speed does not depend on weights
-    report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap, offloads, late_seconds)
+    loaded, codecs = pipe.codec, {}
+    for name in dict.fromkeys(d.strip() for d in decoder.split(",") if d.strip()):
+        pipe.codec = loaded
+        weights = decoder_weights if name == "tae" else None
+        codecs[name] = with_decoder(pipe, name, weights, random_ok=model != "toy").codec  # speed: any weights
+    report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap, offloads, late_seconds,
+                       codecs)
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")
     print(markdown(report))
 

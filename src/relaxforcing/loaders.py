@@ -150,15 +150,15 @@ def with_decoder(pipe: VideoPipeline, decoder: str, weights: Path | None = None,
     """``pipe`` decoding with ``decoder``: ``wan`` (the full Wan VAE, as loaded) or ``tae`` (the tiny TAEHV preview
     decoder from ``weights``, e.g. ``taew2_1.safetensors``; with ``random_ok``, random weights when None, for a
     speed test)."""
-    from relaxforcing.codecs.tiny_wan import TinyWanCodec, TinyWanDecoder, load_tiny_wan_decoder
-    from relaxforcing.codecs.wan_vae import WanVAEDecoder
-
     if decoder not in ("wan", "tae"):
         raise ValueError(f"--decoder {decoder!r}: choose wan (the full Wan VAE) or tae (the tiny preview decoder)")
     if decoder == "wan":
         if weights is not None:
             raise ValueError("--decoder-weights goes with --decoder tae")
         return pipe
+    from relaxforcing.codecs.tiny_wan import TinyWanCodec, TinyWanDecoder, load_tiny_wan_decoder
+    from relaxforcing.codecs.wan_vae import WanVAEDecoder  # needs diffusers (the real extra)
+
     if not isinstance(pipe.codec, WanVAEDecoder):
         raise ValueError("--decoder tae decodes Wan 2.1 latents; the embedded toy model has its own codec")
     param = pipe.model.patch_embedding.weight

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from relaxforcing.codecs.base import Codec
 from relaxforcing.memory import build_policy
 from relaxforcing.model.attention import attention
 from relaxforcing.output import VideoOutput
@@ -26,6 +27,7 @@ from relaxforcing.video import VideoWriter
 @dataclass
 class BenchResult:
     policy: str
+    decoder: str
     offload: str
     """Where the frame store lived (``FrameStore`` modes)."""
     seconds: float
@@ -97,7 +99,7 @@ def attention_ms(pipe: VideoPipeline, attended_frames: int, forwards: int, repea
 def bench_policy(
     pipe: VideoPipeline, policy: str, seconds: float, prompt: str = "a red circle bouncing on a black background",
     overlap: bool | None = None, offload: str | None = None, late_seconds: float | None = None,
-    check_compiled: bool = True,
+    check_compiled: bool = True, decoder: str = "default",
 ) -> BenchResult:
     """Generate ``seconds`` of video under ``policy`` (batch 1) and time each stage at steady state; ``overlap``
     decodes each chunk while the next is made, as ``generate`` does on CUDA (default: on CUDA); ``offload`` as in
@@ -144,7 +146,7 @@ def bench_policy(
              "store_host_gb": store.host_nbytes() / 1e9, "workspace_gb": store.workspace_nbytes() / 1e9}
     del session, store  # the runs below measure their own sessions
     return BenchResult(
-        policy=policy, seconds=seconds, attended_frames=attended, **sizes,
+        policy=policy, decoder=decoder, seconds=seconds, attended_frames=attended, **sizes,
         self_attention_ms_per_chunk=attention_ms(pipe, attended, forwards),
         dit_ms_per_chunk=1e3 * dit_s / chunks, decode_ms_per_chunk=1e3 * decode_s / chunks,
         e2e_fps=frames_out / wall_s, dit_fps=frames_out / dit_s,
@@ -274,19 +276,25 @@ def profile_chunk(pipe: VideoPipeline, policy: str, prompt: str = "a red circle 
 def run_bench(
     pipe: VideoPipeline, policies: Sequence[str], seconds: float, long_seconds: float | None, out_json: Path | None,
     profile: bool = False, overlap: bool | None = None, offloads: Sequence[str | None] = (None,),
-    late_seconds: float | None = None,
+    late_seconds: float | None = None, codecs: dict[str, Codec] | None = None,
 ) -> dict:
-    """Every policy under every offload mode at ``seconds`` (with :func:`late_chunks` at ``late_seconds``), then (if
-    given) each again at ``long_seconds`` for memory flatness; with ``profile``, a kernel profile of one steady chunk
-    per policy."""
+    """Every policy under every offload mode and with every decoder of ``codecs`` (name -> codec; default: the
+    pipeline's) at ``seconds`` (with :func:`late_chunks` at ``late_seconds``), then (if given) each again at
+    ``long_seconds`` for memory flatness; with ``profile``, a kernel profile of one steady chunk per policy."""
     device = pipe.model.patch_embedding.weight.device
     chunk = pipe.chunk_frames
-    runs = list(dict.fromkeys((p, resolve_offload(o or pipe.offload, build_policy(p, chunk), device))
-                              for p in policies for o in offloads))  # e.g. dense under "history" is dense resident
-    results = [bench_policy(pipe, p, seconds, overlap=overlap, offload=o, late_seconds=late_seconds,
-                            check_compiled=(p, o) == next(r for r in runs if r[0] == p)) for p, o in runs]
-    long_results = [bench_policy(pipe, p, long_seconds, overlap=overlap, offload=o, check_compiled=False)
-                    for p, o in runs] if long_seconds else []
+    codecs = codecs or {"default": pipe.codec}
+    runs = list(dict.fromkeys((p, resolve_offload(o or pipe.offload, build_policy(p, chunk), device), d)
+                              for d in codecs for p in policies for o in offloads))  # dense "history" = resident
+    first = {p: next(r for r in runs if r[0] == p) for p, _, _ in runs}  # the run that also checks compile
+
+    def bench(p: str, o: str, d: str, length: float, late: float | None, check: bool) -> BenchResult:
+        pipe.codec = codecs[d]
+        return bench_policy(pipe, p, length, overlap=overlap, offload=o, late_seconds=late, check_compiled=check,
+                            decoder=d)
+
+    results = [bench(p, o, d, seconds, late_seconds, first[p] == (p, o, d)) for p, o, d in runs]
+    long_results = [bench(p, o, d, long_seconds, None, False) for p, o, d in runs] if long_seconds else []
     profiles = [profile_chunk(pipe, p) for p in policies] if profile else []
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
@@ -302,16 +310,17 @@ def run_bench(
 
 def markdown(report: dict) -> str:
     """The benchmark table, with relax/dense ratios measured in the same run."""
-    head = ("| policy | offload | length | attended frames | self-attn ms/chunk | DiT ms/chunk | decode ms/chunk | "
-            "DiT fps | e2e fps | first frame s | warm-up s | peak GB | store GB (GPU / host) | workspace GB | "
-            "decode GB |")
+    head = ("| policy | decoder | offload | length | attended frames | self-attn ms/chunk | DiT ms/chunk | "
+            "decode ms/chunk | DiT fps | e2e fps | first frame s | warm-up s | peak GB | store GB (GPU / host) | "
+            "workspace GB | decode GB |")
     errors = ", ".join(f"{r['policy']} {r['compiled_error']:.2e}" for r in report["results"]
                        if r.get("compiled_error") is not None)
     lines = [f"compiled: {'yes (compiled vs eager, relative L2 of chunk 10: ' + errors + ')' if errors else 'no'}; "
              f"decode overlapped with the next chunk: {'yes' if report.get('overlap') else 'no'}",
-             "", head, "|---" * 15 + "|"]
+             "", head, "|---" * 16 + "|"]
     for r in report["results"] + report["long"]:
-        lines.append(f"| {r['policy']} | {r['offload']} | {r['seconds']:g} s | {r['attended_frames']} | "
+        lines.append(f"| {r['policy']} | {r['decoder']} | {r['offload']} | {r['seconds']:g} s | "
+                     f"{r['attended_frames']} | "
                      f"{r['self_attention_ms_per_chunk']:.1f} | {r['dit_ms_per_chunk']:.1f} | "
                      f"{r['decode_ms_per_chunk']:.1f} | {r['dit_fps']:.1f} | {r['e2e_fps']:.1f} | "
                      f"{r['first_frame_s']:.2f} | {r['warmup_s']:.1f} | {r['peak_memory_gb']:.3f} | "
@@ -319,8 +328,9 @@ def markdown(report: dict) -> str:
                      f"{r['decode_transient_gb']:.3f} |")
     late = [r for r in report["results"] if r.get("late")]
     if late:
-        lines += ["", "| policy | offload | at | DiT ms/chunk | peak GB | host store GB |", "|---" * 6 + "|"]
-        lines += [f"| {r['policy']} | {r['offload']} | {r['late']['seconds']:g} s (latent frame "
+        lines += ["", "| policy | decoder | offload | at | DiT ms/chunk | peak GB | host store GB |",
+                  "|---" * 7 + "|"]
+        lines += [f"| {r['policy']} | {r['decoder']} | {r['offload']} | {r['late']['seconds']:g} s (latent frame "
                   f"{r['late']['frame']}) | {r['late']['dit_ms_per_chunk']:.1f} | {r['late']['peak_memory_gb']:.3f} | "
                   f"{r['late']['store_host_gb']:.3f} |" for r in late]
     by: dict[str, dict] = {}

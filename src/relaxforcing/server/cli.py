@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from relaxforcing.options import CompileOption, OffloadOption
+from relaxforcing.options import CompileOption, DecoderOption, DecoderWeightsOption, OffloadOption
 
 WS_MAX_BYTES = 1 << 16
 """Largest message the page may send (prompts are at most 2,000 characters)."""
@@ -51,6 +51,8 @@ def register(app: typer.Typer) -> None:
         max_jobs: Annotated[int, typer.Option(help="Generations running at once over all pages.")] = 2,
         compile: CompileOption = None,
         offload: OffloadOption = "auto",
+        decoder: DecoderOption = "wan",
+        decoder_weights: DecoderWeightsOption = None,
     ) -> None:
         """Serve the live viewer: type a prompt, watch it stream, inspect the memory, switch prompts."""
         try:
@@ -60,11 +62,12 @@ def register(app: typer.Typer) -> None:
         except ImportError as error:
             raise ImportError(f"`relaxforcing serve` needs the serve extra (pip install 'relaxforcing[serve]'): "
                               f"{error}") from None
-        from relaxforcing.loaders import load_pipeline
+        from relaxforcing.loaders import load_pipeline, with_decoder
 
         with listen(host, port) as listener:
             pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device, compile=compile,
                                  offload=offload)
+            with_decoder(pipe, decoder, decoder_weights)  # tae: the tiny decoder, what a live preview wants
             hosts = allowed_hosts_for(host)
             web = create_app(pipe, allowed_hosts=hosts, max_seconds=max_seconds, max_jobs=max_jobs)
             shown = f"[{host}]" if ":" in host else host
