@@ -18,6 +18,7 @@ class NaiveStore:
         self.tokens_per_frame = tokens_per_frame
         self.frames: dict[int, tuple[list[torch.Tensor], list[torch.Tensor]]] = {}
         self.num_frames = 0
+        self.memos: dict[int, dict[str, torch.Tensor]] = {}  # every memo ever left, by chunk start
 
     def commit(self, start: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         n = self.tokens_per_frame
@@ -48,8 +49,26 @@ class NaiveStore:
             out.append(torch.nn.functional.normalize(tokens.float().mean(dim=(0, 1)), dim=-1))
         return torch.stack(out)
 
+    def token_scores(self, frames: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+        """Per token of each frame: sum over heads of (sum of the probe frames' keys) . key / (sqrt(D) H)."""
+        out = []
+        for b in range(self.batch):
+            query = torch.cat([self.layer0_keys(int(f))[b] for f in probe[b]]).float().sum(0)  # [H, D]
+            rows = []
+            for f in frames[b].tolist():
+                keys = self.layer0_keys(f)[b].float()  # [T, H, D]
+                rows.append((keys * query).sum(dim=(1, 2)) / (query.shape[1] ** 0.5 * query.shape[0]))
+            out.append(torch.stack(rows))
+        return torch.stack(out)
+
+    def memo(self, before: int) -> dict[str, torch.Tensor] | None:
+        earlier = [start for start in self.memos if start < before]
+        return self.memos[max(earlier)] if earlier else None
+
     def read(self, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryKV | None:
         """Every layer's attended keys (rotated per sample by plain cat + rotate) and values, or None."""
+        if view.memo is not None:
+            self.memos[view.start] = view.memo
         if view.frames.shape[1] == 0:
             return None
         layers = len(next(iter(self.frames.values()))[0])
@@ -63,4 +82,5 @@ class NaiveStore:
                 vs.append(torch.cat([self.frames[f][1][layer][b] for f in frames], dim=0)[None])
             keys.append(torch.cat(ks))
             values.append(torch.cat(vs))
-        return MemoryKV(torch.stack(keys), torch.stack(values))
+        keep = None if view.keep_tokens is None else view.keep_tokens.flatten(1)  # [B, N*T]
+        return MemoryKV(torch.stack(keys), torch.stack(values), keep)

@@ -17,7 +17,8 @@ from relaxforcing.sampling import ChunkSampler, StreamSession
 
 ALL_SPECS = ["dense", "dense:window=6", "sink", "sink:sink=2,tail=4", "longlive", "longlive:relative_rope=true",
              "infinity", "relax", "relax:reservoir=24", "relax:reservoir=21,hist=2,tail=2,candidates=3",
-             "relax:contiguous_rope=true,reservoir=30"]
+             "relax:contiguous_rope=true,reservoir=30", "deep", "deep:compress=false,sink=14",
+             "deep:sink=4,window=12,budget=9,recent=3,reuse=2", "rollingsink", "rollingsink:window=9"]
 
 
 def run(model, context, spec: str, frames: int, store=None, seeds=(3, 4)):

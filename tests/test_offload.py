@@ -13,7 +13,8 @@ from relaxforcing.sampling.sampler import resolve_offload, staging_frames
 
 HW = (4, 4)
 SPECS = ["relax", "relax:reservoir=24,hist=2,candidates=3,tail=2", "relax:contiguous_rope=true,reservoir=30",
-         "dense:window=6", "longlive", "infinity", "sink"]
+         "dense:window=6", "longlive", "infinity", "sink", "deep:sink=4,window=12,budget=9,recent=3,reuse=2",
+         "rollingsink:window=9"]
 
 
 def session(model, spec: str, offload: str, frames: int | None = 75, keep: int = 0, seeds=(3, 4)) -> StreamSession:

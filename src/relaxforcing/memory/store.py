@@ -80,6 +80,7 @@ class FrameStore:
         self._staged: list[dict[int, int]] = [{} for _ in range(batch)]  # per sample: frame -> staging slot
         self._copy_stream = torch.cuda.Stream(self.device) if cuda and offload != "none" else None
         self._reader = MemoryReader()  # its workspace, reused from chunk to chunk
+        self._memos: dict[int, dict[str, torch.Tensor]] = {}  # chunk start -> the memo its view left (newest two)
 
     @property
     def batch(self) -> int:
@@ -165,8 +166,17 @@ class FrameStore:
 
     def read(self, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryKV | None:
         """The rotated keys/values a chunk attends to under ``view``, in the store's reused workspace (valid until
-        the next read); None when the view attends no cached frame."""
+        the next read); None when the view attends no cached frame. Keeps the view's memo."""
+        if view.memo is not None:
+            self._memos[view.start] = {name: t.clone() for name, t in view.memo.items()}
+            for stale in sorted(self._memos)[:-2]:
+                del self._memos[stale]
         return self._reader.read(self, view, grid_hw, head_dim)
+
+    def memo(self, before: int) -> dict[str, torch.Tensor] | None:
+        """The newest memo left by a chunk starting before ``before`` (see :attr:`MemoryView.memo`)."""
+        earlier = [start for start in self._memos if start < before]
+        return self._memos[max(earlier)] if earlier else None
 
     # ---- writing ------------------------------------------------------------------------------------------------
 
@@ -230,6 +240,8 @@ class FrameStore:
         self.slot_frame = [shift(f) for f in self.slot_frame]
         self._recent_frame = [shift(f) for f in self._recent_frame]
         self._staged = [{shift(f): s for f, s in staged.items()} for staged in self._staged]
+        self._memos = {start + frames: {name: torch.where(t >= self.sink_frames, t + frames, t) if name == "frames"
+                                        else t for name, t in memo.items()} for start, memo in self._memos.items()}
         self.num_frames += frames
 
     def commit(self, start: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
@@ -259,20 +271,41 @@ class FrameStore:
         mean = self.prototype_sums[rows, slots].mean(dim=1)  # equal token counts: mean of means = joint mean
         return torch.nn.functional.normalize(mean, dim=-1)
 
+    def layer0_keys(self, frames: list[int]) -> torch.Tensor:
+        """Layer-0 keys ``[B, n, T, H, D]`` of held ``frames`` on the device, from host memory when offloaded."""
+        if self.offload == "none":
+            return self.k[0][:, [self.slot(f) for f in frames]]
+        if self._copy_stream is not None:
+            self._copy_stream.synchronize()
+        return torch.stack([upload(self._host[self.slot(f)][0][0], self.device) for f in frames], dim=1)
+
+    def token_scores(self, frames: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+        """Participation of each layer-0 token of ``frames`` ``[B, n]`` in attention from ``probe`` ``[B, m]``'s
+        tokens used as queries: ``sum_h (sum_probe k_h) . k_h / (sqrt(D) H)`` -> ``[B, n, T]`` float32 on the CPU."""
+        self._held(frames), self._held(probe)  # raise on frames the store no longer holds
+        rows, wanted, probes = [], frames.tolist(), probe.tolist()
+        for b in range(self.batch):
+            keys = self.layer0_keys(wanted[b])[b].float()  # [n, T, H, D]
+            query = self.layer0_keys(probes[b])[b].float().sum(dim=(0, 1))  # [H, D]
+            heads, dim = query.shape
+            rows.append(torch.einsum("nthd,hd->nt", keys, query) / (dim ** 0.5 * heads))
+        return torch.stack(rows).cpu()
+
     # ---- snapshots and sizes --------------------------------------------------------------------------------------
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The frames in the canonical layout ``[L, B, S, T, H, D]`` whatever the offloading, for a snapshot (with
         :meth:`state_meta`)."""
+        memos = {f"memo.{start}.{name}": t for start, memo in self._memos.items() for name, t in memo.items()}
         if self.offload == "none":
-            return {"k": self.k, "v": self.v, "prototype_sums": self.prototype_sums}
+            return {"k": self.k, "v": self.v, "prototype_sums": self.prototype_sums, **memos}
         if self._copy_stream is not None:
             self._copy_stream.synchronize()
         zeros = torch.zeros(self._frame_shape, dtype=self.k.dtype)
         held = [self._host[s] if frame >= 0 else (zeros, zeros) for s, frame in enumerate(self.slot_frame)]
         k = torch.stack([keys for keys, _ in held], dim=2)
         v = torch.stack([values for _, values in held], dim=2)
-        return {"k": k, "v": v, "prototype_sums": self.prototype_sums}
+        return {"k": k, "v": v, "prototype_sums": self.prototype_sums, **memos}
 
     def state_meta(self) -> dict:
         return {"num_frames": self.num_frames, "slot_frame": list(self.slot_frame)}
@@ -280,18 +313,23 @@ class FrameStore:
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Restore a snapshot into this store, which must have been built with the same sizes (any offloading)."""
         slots = len(self.slot_frame)
-        for name in ("k", "v", "prototype_sums"):
-            want = (*self._frame_shape[:2], slots, *self._frame_shape[2:]) if name != "prototype_sums" else tuple(
-                self.prototype_sums.shape)
+        frames_shape = (*self._frame_shape[:2], slots, *self._frame_shape[2:])  # [L, B, S, T, H, D]
+        expected = {"k": (frames_shape, self.k.dtype), "v": (frames_shape, self.k.dtype),
+                    "prototype_sums": (tuple(self.prototype_sums.shape), self.prototype_sums.dtype)}
+        for name, (shape, dtype) in expected.items():
             saved = tensors.get(name)
-            if saved is None or tuple(saved.shape) != want or saved.dtype != (
-                    self.prototype_sums.dtype if name == "prototype_sums" else self.k.dtype):
+            if saved is None or tuple(saved.shape) != shape or saved.dtype != dtype:
                 found = "nothing" if saved is None else f"{saved.dtype} {list(saved.shape)}"
-                raise ValueError(f"the saved frame store's {name} is {found}, this run needs {list(want)} "
+                raise ValueError(f"the saved frame store's {name} is {found}, this run needs {dtype} {list(shape)} "
                                  "(another model, size or policy?)")
         if len(meta["slot_frame"]) != slots:
             raise ValueError(f"the saved frame store has {len(meta['slot_frame'])} slots, this one {slots}")
         self.prototype_sums.copy_(tensors["prototype_sums"])
+        self._memos = {}
+        for key, tensor in tensors.items():
+            if key.startswith("memo."):
+                _, start, name = key.split(".", 2)
+                self._memos.setdefault(int(start), {})[name] = tensor.cpu().clone()
         self.slot_frame = [int(f) for f in meta["slot_frame"]]
         self.num_frames = int(meta["num_frames"])
         self._staged = [{} for _ in self._staged]

@@ -32,6 +32,10 @@ class MemoryView:
     """``[B, N, T]`` bool: token-level retention inside attended frames (None = every token)."""
     candidates: tuple[tuple[tuple[int, float], ...], ...] | None = None
     """Per sample, ``(frame, score)`` of each scored candidate (trace only)."""
+    memo: dict[str, torch.Tensor] | None = None
+    """State the policy leaves for its later chunks (e.g. which tokens a compression kept); the store keeps it
+    when it reads this view and hands it back through ``StoreView.memo``. CPU tensors; a tensor named ``frames``
+    holds global frame indices."""
 
     def __post_init__(self) -> None:
         if self.frames.shape != self.positions.shape or self.frames.ndim != 2:
@@ -42,6 +46,10 @@ class MemoryView:
         bad = [r for r in self.roles if r not in ROLES]
         if bad:
             raise ValueError(f"unknown roles {bad}; expected one of {ROLES}")
+        keep = self.keep_tokens
+        if keep is not None and (keep.ndim != 3 or keep.shape[:2] != self.frames.shape):
+            raise ValueError(f"keep_tokens {list(self.keep_tokens.shape)} must be [B, N, T] over frames "
+                             f"{list(self.frames.shape)}")
 
     @classmethod
     def shared(
@@ -70,6 +78,9 @@ class MemoryView:
                 {"frame": int(f), "role": role, "position": int(p)}
                 for f, p, role in zip(self.frames[b].tolist(), self.positions[b].tolist(), self.roles, strict=True)
             ]
+            if self.keep_tokens is not None:  # token-level retention: how many tokens of each frame are attended
+                for entry, kept in zip(attended, self.keep_tokens[b].sum(-1).tolist(), strict=True):
+                    entry["tokens"] = int(kept)
             attended += [
                 {"frame": self.start + i, "role": "current", "position": int(p)}
                 for i, p in enumerate(self.query_positions.tolist())

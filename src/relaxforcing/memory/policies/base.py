@@ -12,8 +12,9 @@ from relaxforcing.memory.view import MemoryView
 
 
 class StoreView(Protocol):
-    """All a policy may read from a frame store: its batch size, how many frames are committed, and the layer-0
-    key prototypes of frames. Policies never see keys, values, slots or devices."""
+    """All a policy may read from a frame store: its batch size, how many frames are committed, the layer-0 key
+    prototypes of frames, layer-0 token scores, and the memo its previous chunk left. Policies never see keys,
+    values, slots or devices."""
 
     @property
     def batch(self) -> int: ...
@@ -21,8 +22,20 @@ class StoreView(Protocol):
     @property
     def num_frames(self) -> int: ...
 
+    @property
+    def tokens_per_frame(self) -> int: ...
+
     def prototypes(self, frames: torch.Tensor) -> torch.Tensor:
         """L2-normalised layer-0 key prototype of the union of ``frames`` ``[B, n]`` per sample -> ``[B, D]``."""
+        ...
+
+    def token_scores(self, frames: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+        """Participation of every layer-0 token of ``frames`` ``[B, n]`` in attention from the tokens of ``probe``
+        ``[B, m]`` (layer-0 keys as queries): ``sum_h (sum_probe k_h) . k_h / (sqrt(D) H)`` -> ``[B, n, T]`` (CPU)."""
+        ...
+
+    def memo(self, before: int) -> dict[str, torch.Tensor] | None:
+        """The newest :attr:`MemoryView.memo` a chunk starting before ``before`` left (None: none yet)."""
         ...
 
 
@@ -93,12 +106,19 @@ class LayoutStore:
     (which frames, not which scores)."""
 
     batch = 1
+    tokens_per_frame = 1
 
     def __init__(self, num_frames: int):
         self.num_frames = num_frames
 
     def prototypes(self, frames: torch.Tensor) -> torch.Tensor:
         return torch.nn.functional.normalize(torch.ones(frames.shape[0], 8) + frames.float().mean(), dim=-1)
+
+    def token_scores(self, frames: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(*frames.shape, 1)
+
+    def memo(self, before: int) -> dict[str, torch.Tensor] | None:
+        return None
 
 
 def contiguous_positions(start: int, count: int) -> list[int]:
