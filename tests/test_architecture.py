@@ -11,7 +11,7 @@ import relaxforcing
 ROOT = Path(relaxforcing.__file__).parent
 LAYERS: list[set[str]] = [
     {"devices"},
-    {"model", "video", "snapshot", "interrupts", "distributed", "prompts", "options"},  # import only devices
+    {"model", "video", "media", "snapshot", "interrupts", "distributed", "prompts", "options"},  # import only devices
     {"checkpoints", "memory"},
     {"codecs", "text", "sampling"},
     {"toyworld", "evaluation"},

@@ -17,6 +17,7 @@ from relaxforcing.options import CompileOption, DecoderOption, DecoderWeightsOpt
 from relaxforcing.prompts import read_prompts, slug
 
 if TYPE_CHECKING:
+    from relaxforcing.pipeline import StartFrames, VideoPipeline
     from relaxforcing.snapshot import Snapshot
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -47,6 +48,13 @@ class GenerateRun:
     decoder: str = "wan"
     decoder_weights: Path | None = None
     offload: str = "auto"
+    image: Path | None = None
+    """Picture the videos start from (their first frame)."""
+    extend: Path | None = None
+    """Video the videos continue."""
+    context_seconds: float | None = None
+    sinks_from_start: bool = False
+    only_new: bool = False
     completed: list[str] = field(default_factory=list)
     """Outputs finished by this run (kept, not regenerated, when it is resumed with --overwrite)."""
 
@@ -136,6 +144,18 @@ def generate(
     decoder: DecoderOption = "wan",
     decoder_weights: DecoderWeightsOption = None,
     offload: OffloadOption = "auto",
+    image: Annotated[Path | None, typer.Option(help="Start from this picture: it is the video's first frame (scaled "
+                                                    "to cover the model's frame, centre-cropped).")] = None,
+    extend: Annotated[Path | None, typer.Option(help="Continue this video: its last frames go into the memory and "
+                                                     "the new frames follow; -o gets the clip plus --seconds more.")
+                      ] = None,
+    context_seconds: Annotated[float | None, typer.Option(help="With --extend: seconds of the clip's end committed "
+                                                               "to the memory (default: what the policy attends).")
+                               ] = None,
+    sinks_from_start: Annotated[bool, typer.Option(help="With --extend: the clip's first frames are the sinks "
+                                                        "(default: the first committed context frames are).")
+                                ] = False,
+    only_new: Annotated[bool, typer.Option(help="With --extend: write only the new frames, not the clip.")] = False,
 ) -> None:
     """Generate videos, streaming each finished chunk into its mp4; Ctrl-C stops cleanly and can be resumed."""
     from relaxforcing.snapshot import STATE_FILE
@@ -155,6 +175,7 @@ def generate(
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     check_crf(crf)
+    check_start(image, extend, context_seconds, sinks_from_start, only_new, output)
     prompts = read_prompts(prompt, prompts_file)
     seeds = seed or [42]
     if not all(0 <= s < 2**63 for s in seeds):
@@ -168,13 +189,67 @@ def generate(
     run = GenerateRun(prompts=prompts, seeds=seeds, seconds=seconds, memory=memory, output=output, out_dir=out_dir,
                       checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, trace=trace, batch_size=batch_size,
                       overwrite=overwrite, crf=crf, size=size, state=state, snapshot_every=snapshot_every,
-                      compile=compile, decoder=decoder, decoder_weights=decoder_weights, offload=offload)
+                      compile=compile, decoder=decoder, decoder_weights=decoder_weights, offload=offload,
+                      image=image, extend=extend, context_seconds=context_seconds, sinks_from_start=sinks_from_start,
+                      only_new=only_new)
     if output is not None and output.exists() and not overwrite:
         raise ValueError(f"{output} already exists; pass --overwrite to replace it")
     if (run.state_dir() / STATE_FILE).exists():
         raise ValueError(f"{run.state_dir()} holds the state of an interrupted run; continue it with "
                          f"`relaxforcing generate --resume {run.state_base()}`, or delete that folder")
     run_generate(run, device, None)
+
+
+def check_start(image: Path | None, extend: Path | None, context_seconds: float | None, sinks_from_start: bool,
+                only_new: bool, output: Path | None) -> None:
+    """Fail before any work on contradictory --image/--extend options or an input that cannot be read."""
+    from relaxforcing.media import open_clip, read_image
+
+    if image is not None and extend is not None:
+        raise ValueError("--image and --extend exclude each other: start from a picture or continue a video")
+    if extend is None and (context_seconds is not None or sinks_from_start or only_new):
+        raise ValueError("--context-seconds, --sinks-from-start and --only-new go with --extend VIDEO")
+    if context_seconds is not None and not (context_seconds > 0 and math.isfinite(context_seconds)):
+        raise ValueError(f"--context-seconds must be a positive number, got {context_seconds}")
+    if image is not None:
+        read_image(image)
+    if extend is not None:
+        open_clip(extend)
+        if output is not None and output.resolve() == extend.resolve():
+            raise ValueError(f"-o {output} is the video being extended; write the result to another file")
+
+
+def start_frames(pipe: VideoPipeline, run: GenerateRun) -> StartFrames | None:
+    """Encode ``run``'s --image or --extend input for ``pipe`` (None without one); notes go to stderr."""
+    from relaxforcing.media import open_clip
+
+    if run.image is not None:
+        return pipe.start_from(image=run.image, memory=run.memory)
+    if run.extend is None:
+        return None
+    clip = open_clip(run.extend)
+    if abs(clip.fps - pipe.fps) > 0.01:
+        print(f"note: {run.extend} is {clip.fps:g} fps; resampled to the model's {pipe.fps} fps", file=sys.stderr)
+    if (clip.height, clip.width) not in (pipe.frame_hw, tuple(n * pipe.upscale for n in pipe.frame_hw)):
+        h, w = pipe.frame_hw
+        print(f"note: {run.extend} is {clip.width}x{clip.height}; scaled to cover {w}x{h} and centre-cropped",
+              file=sys.stderr)
+    context = None
+    if run.context_seconds is not None:
+        context = max(1, math.ceil(round(run.context_seconds * pipe.fps / pipe.frames_per_latent, 9)))
+    return pipe.start_from(video=run.extend, memory=run.memory, context_frames=context,
+                           sinks_from_start=run.sinks_from_start)
+
+
+def input_size(run: GenerateRun) -> str | None:
+    """The Wan size matching the orientation of --image/--extend (portrait: 480x832), when --size is not given."""
+    from relaxforcing.media import image_size
+
+    source = run.image or run.extend
+    if run.size is not None or run.checkpoint is None or source is None:
+        return run.size
+    h, w = image_size(source)
+    return "480x832" if h > w else None
 
 
 def check_folder_flag(flag: str, folder: Path) -> None:
@@ -235,9 +310,16 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
         if not batches:
             return
         pipe = load_pipeline(checkpoint=run.checkpoint, wan_dir=run.wan_dir, lora=run.lora, device=device,
-                             size=run.size, compile=run.compile, offload=run.offload)
-        with_decoder(pipe, run.decoder, run.decoder_weights)
+                             size=input_size(run), compile=run.compile, offload=run.offload)
         pipe.latent_frames(run.seconds)  # validate before any work
+        start = start_frames(pipe, run)  # with the full codec, before a preview decoder replaces it
+        with_decoder(pipe, run.decoder, run.decoder_weights)
+        prefix = None
+        if start is not None and start.continues and not run.only_new:
+            from relaxforcing.media import open_clip
+
+            clip = open_clip(run.extend)
+            prefix = lambda: clip.frames(pipe.frame_hw, pipe.fps)  # noqa: E731
         pipe.prepare([p for p, _, _ in todo])  # umT5: this rank's prompts with one encoder load, before the DiT
         for prompt in dict.fromkeys(p for p, _, _ in todo):
             note = pipe.encode_text.interpret(prompt)
@@ -260,7 +342,8 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
                     stats = generate_videos(pipe, [p for p, _, _ in batch], [s for _, s, _ in batch], run.seconds,
                                             outputs, memory=run.memory, trace_path=run.trace_path(outputs[0]),
                                             progress=report, crf=run.crf, snapshots=snapshots, stop_requested=stop,
-                                            resume=snapshot if outputs == resumed else None)
+                                            resume=snapshot if outputs == resumed else None, start=start,
+                                            prefix=prefix)
                 except Stopped as stopped:
                     progress.stop()
                     partial = ", ".join(str(p) for p in stopped.partial_videos)
@@ -360,7 +443,8 @@ def bench(
     for name in dict.fromkeys(d.strip() for d in decoder.split(",") if d.strip()):
         pipe.codec = loaded
         weights = decoder_weights if name == "tae" else None
-        codecs[name] = with_decoder(pipe, name, weights, random_ok=model != "toy").codec  # speed: any weights
+        label = "toy" if model == "toy" else name  # the toy model's own codec
+        codecs[label] = with_decoder(pipe, name, weights, random_ok=model != "toy").codec  # speed: any weights
     report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap, offloads, late_seconds,
                        codecs)
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from relaxforcing.interrupts import Interrupted
 from relaxforcing.output import VideoOutput
-from relaxforcing.pipeline import VideoPipeline
+from relaxforcing.pipeline import StartFrames, VideoPipeline
 from relaxforcing.resume import Snapshots, check_job, reopen_outputs, restore
 from relaxforcing.snapshot import Snapshot
 from relaxforcing.video import VideoWriter
@@ -58,6 +60,8 @@ def generate_videos(
     resume: Snapshot | None = None,
     stop_requested: Callable[[], str | None] | None = None,
     overlap: bool | None = None,
+    start: StartFrames | None = None,
+    prefix: Callable[[], Iterable[np.ndarray]] | None = None,
 ) -> GenerationStats:
     """Generate one video per (prompt, seed) as one batch and append frames to ``outputs`` as they are decoded.
 
@@ -71,15 +75,21 @@ def generate_videos(
             is raised.
         overlap: decode and write each chunk on a thread of its own while the next chunk is made (default: when the
             model runs on CUDA); the frames are the same either way.
+        start: what the videos start from (``pipe.start_from``): an image is their first frame; a clip's context is
+            committed first and decoded (for the decoder's causal state) but not written, the new frames follow it.
+        prefix: frames ``[H, W, 3]`` written before the stream's (the clip being continued), on a fresh start only.
     """
     if not (len(prompts) == len(seeds) == len(outputs)):
         raise ValueError(f"{len(prompts)} prompts, {len(seeds)} seeds and {len(outputs)} outputs must match")
     num_frames = pipe.latent_frames(seconds)
     job = {"prompts": list(prompts), "seeds": [int(s) for s in seeds], "outputs": [str(p) for p in outputs],
            "memory": memory, "latent_frames": num_frames, "model": pipe.name, "fingerprint": pipe.fingerprint()}
+    if start is not None:
+        job["start"] = start.describe()
     if resume is not None:
         check_job(resume, job)
-    session = pipe.session(prompts, seeds, num_frames, memory)
+    session = pipe.session(prompts, seeds, num_frames, memory, start=start)
+    hidden = start.given_frames if start is not None and start.continues else 0  # latents never written
     session.record_latents = snapshots is not None and snapshots.replays(session)
     decoder = pipe.codec.chunk_decoder()
     writer_options = {"fps": pipe.fps, "upscale": pipe.upscale, "crf": crf}
@@ -92,9 +102,17 @@ def generate_videos(
         else:
             writers = [stack.enter_context(VideoWriter(p, **writer_options)) for p in outputs]
             trace_file = stack.enter_context(open(trace_path, "w")) if trace_path else None
+            for frame in prefix() if prefix is not None else ():
+                for writer in writers:
+                    writer.write(frame[None])
         overlap = pipe.model.patch_embedding.weight.is_cuda if overlap is None else overlap
         output = stack.enter_context(VideoOutput(decoder, writers, overlap=overlap))
         for chunk in session:
+            if chunk.start < hidden:  # the clip's context: warms the decoder, written already as the clip itself
+                decoder.decode(chunk.latents)
+                if trace_file:
+                    trace_file.writelines(json.dumps(record) + "\n" for record in chunk.trace)
+                continue
             output.submit(chunk)
             if first_frame_s is None:
                 output.wait()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from relaxforcing.codecs.base import to_signed_video
+
 TIME_RATIO = 4
 """Video frames per latent frame."""
 SPACE_RATIO = 4
@@ -45,6 +47,10 @@ class SpaceToDepthCodec:
         blocks = latents.reshape(b, TIME_RATIO, 3, SPACE_RATIO, SPACE_RATIO, f, y, x)
         video = blocks.permute(0, 5, 1, 2, 6, 3, 7, 4)  # [B, F, 4, 3, h, 4, w, 4]
         return video.reshape(b, f * TIME_RATIO, 3, y * SPACE_RATIO, x * SPACE_RATIO)
+
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames ``[B, 4F, H, W, 3]`` -> latents ``[B, 192, F, H/4, W/4]``."""
+        return self.encode(to_signed_video(frames))
 
     def chunk_decoder(self) -> SpaceToDepthDecoder:
         """A streaming decoder: feed latent chunks in order, get uint8 frames back."""

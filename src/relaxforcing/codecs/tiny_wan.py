@@ -112,6 +112,8 @@ def _layer(model: TinyWanDecoder, name: str) -> nn.Module:
 class TinyWanCodec:
     """The tiny decoder as a :class:`~relaxforcing.codecs.base.Codec` (decode only)."""
 
+    space_ratio = 8
+
     def __init__(self, model: TinyWanDecoder):
         self.model = model
 

@@ -10,13 +10,16 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 
-from relaxforcing.codecs.space_to_depth import LATENT_CHANNELS, SpaceToDepthCodec
+from relaxforcing.codecs.base import to_signed_video
+from relaxforcing.codecs.space_to_depth import LATENT_CHANNELS, SPACE_RATIO, SpaceToDepthCodec
 
 TOY_LATENT_CHANNELS = 16
 
 
 class ToyAutoencoder(nn.Module):
     """Per-cell MLP autoencoder on space-to-depth blocks; ``encode``/``decode`` act on [-1, 1] video."""
+
+    space_ratio = SPACE_RATIO
 
     def __init__(self, hidden: int = 512, channels: int = TOY_LATENT_CHANNELS):
         super().__init__()
@@ -45,6 +48,12 @@ class ToyAutoencoder(nn.Module):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalised latents ``[B, 16, F, h, w]`` -> video ``[B, 4F, 3, 4h, 4w]`` in about [-1, 1]."""
         return self.decode_raw(latents * self.std[:, None, None, None] + self.mean[:, None, None, None])
+
+    @torch.no_grad()
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames ``[B, 4F, H, W, 3]`` -> normalised latents ``[B, 16, F, H/4, W/4]`` (cells are independent:
+        each latent frame encodes its own 4 video frames)."""
+        return self.encode(to_signed_video(frames).to(self.mean.device))
 
     def chunk_decoder(self) -> ToyAutoencoderDecoder:
         """A streaming decoder (stateless: cells are independent)."""

@@ -11,6 +11,7 @@ from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
 from relaxforcing.checkpoints.files import read_checkpoint, tensors_only
 from relaxforcing.checkpoints.fit import load_strict
 from relaxforcing.checkpoints.wan_vae_names import is_original_vae_layout, vae_from_original
+from relaxforcing.codecs.base import to_signed_video
 
 LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
                0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
@@ -20,6 +21,8 @@ LATENT_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
 """Per-channel std of Wan2.1 VAE latents."""
 FRAMES_PER_LATENT = 4
 """VAE time stride: each latent after the first decodes to 4 frames, the first to 1."""
+SPACE_RATIO = 8
+"""VAE space stride: each latent cell covers 8x8 pixels."""
 
 WAN21_VAE_CONFIG: dict = {
     "base_dim": 96,
@@ -79,6 +82,8 @@ class WanVAEDecoder:
     Pixel frames: the first latent gives 1 frame, every later latent 4, so F latents give 1 + 4(F - 1).
     """
 
+    space_ratio = SPACE_RATIO
+
     def __init__(self, vae: AutoencoderKLWan, channels_last: bool | None = None):
         """``channels_last`` stores the decoder's 3-D convolution weights channels-last, which lets cuDNN skip a
         layout conversion per call (232 vs 274 ms per 832x480 chunk on an H200); default: on CUDA."""
@@ -100,6 +105,16 @@ class WanVAEDecoder:
         if latents.ndim != 5 or latents.shape[1] != self.mean.shape[1]:
             raise ValueError(f"latents must be [B, {self.mean.shape[1]}, f, h, w], got {list(latents.shape)}")
         return latents.to(self.mean) * self.std + self.mean
+
+    @torch.no_grad()
+    def encode_frames(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 frames ``[B, 1 + 4(F-1), H, W, 3]`` -> normalised DiT latents ``[B, z, F, H/8, W/8]`` (float32): the
+        posterior mean, ``(mu - mean) / std``, the first frame encoded alone as in Self-Forcing's ``--i2v``."""
+        if frames.ndim != 5 or (frames.shape[1] - 1) % FRAMES_PER_LATENT:
+            raise ValueError(f"the Wan VAE encodes 1 + 4k frames [B, T, H, W, 3], got {list(frames.shape)}")
+        pixels = to_signed_video(frames).transpose(1, 2).to(self.mean)  # [B, 3, T, H, W]
+        mu = self.vae.encode(pixels).latent_dist.mean
+        return ((mu - self.mean) / self.std).float()
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

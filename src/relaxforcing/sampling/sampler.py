@@ -27,6 +27,9 @@ class Chunk:
     """``[B, C, f, H, W]`` clean latents (float32)."""
     trace: list[dict] = field(default_factory=list)
     """One record per sample: attended frames with roles and positions (and relax candidate scores)."""
+    given: int = 0
+    """Leading frames of the chunk given by the user (an image, a clip's context): committed as they are, not
+    denoised."""
 
     def check_finite(self) -> None:
         """Raise FloatingPointError naming the chunk and its frames if a latent is NaN or Inf."""
@@ -101,9 +104,18 @@ class ChunkSampler:
         latent_hw: tuple[int, int],
         index: int,
         commit: bool = True,
+        known: torch.Tensor | None = None,
     ) -> Chunk:
-        """Denoise the chunk starting at ``store.num_frames``; commit its clean keys/values unless told not to."""
+        """Denoise the chunk starting at ``store.num_frames``; commit its clean keys/values unless told not to.
+
+        ``known`` ``[B, C, g < f, h, w]``: clean latents of the chunk's first ``g`` frames (an image). They sit in the
+        chunk at t = 0 in every step (the model takes one timestep per frame), the other frames are denoised
+        around them, and they are returned and committed exactly as given.
+        """
         model, f, start = self.model, self.chunk_frames, store.num_frames
+        g = 0 if known is None else known.shape[2]
+        if not 0 <= g < f:
+            raise ValueError(f"{g} known frames in a chunk of {f}; commit whole given chunks with commit_chunk")
         memory, view = self.read_memory(store, start, latent_hw)
         compiled = self.compiled_for(view)
         shape = (model.config.in_dim, f, *latent_hw)
@@ -111,8 +123,12 @@ class ChunkSampler:
         batch = x.shape[0]
         for i, (timestep, sigma) in enumerate(zip(self.timesteps, self.sigmas, strict=True)):
             t = torch.full((batch, f), timestep, device=self.device)
+            if g:
+                x[:, :, :g], t[:, :g] = known, 0.0
             flow = model.forward_chunk(x, t, cross_kv, view.query_positions, memory=memory, compiled=compiled)
             x0 = (x.double() - sigma * flow.double()).float()
+            if g:
+                x0[:, :, :g] = known
             if i + 1 < len(self.timesteps):
                 next_sigma = self.sigmas[i + 1]
                 if self.schedule.fresh_noise:
@@ -122,7 +138,22 @@ class ChunkSampler:
                 x = (1 - next_sigma) * x0 + next_sigma * noise
         if commit:
             self.clean_pass(store, cross_kv, x0, memory, view.query_positions, compiled)
-        return Chunk(index=index, start=start, latents=x0, trace=view.trace_records(index, self.policy.name))
+        return Chunk(index=index, start=start, latents=x0, trace=view.trace_records(index, self.policy.name),
+                     given=g)
+
+    @torch.no_grad()
+    def commit_chunk(self, store: FrameStore, cross_kv: CrossKV, latents: torch.Tensor, latent_hw: tuple[int, int],
+                     index: int) -> Chunk:
+        """Commit given clean latents ``[B, C, f, h, w]`` (user frames) as the chunk at ``store.num_frames``: the
+        clean pass a generated chunk ends with, under the view the policy selects for it."""
+        if latents.shape[2] != self.chunk_frames:
+            raise ValueError(f"a given chunk has {self.chunk_frames} frames, got {latents.shape[2]}")
+        start = store.num_frames
+        memory, view = self.read_memory(store, start, latent_hw)
+        latents = latents.to(self.device, torch.float32)
+        self.clean_pass(store, cross_kv, latents, memory, view.query_positions, self.compiled_for(view))
+        return Chunk(index=index, start=start, latents=latents, trace=view.trace_records(index, self.policy.name),
+                     given=self.chunk_frames)
 
     @torch.no_grad()
     def clean_pass(self, store: FrameStore, cross_kv: CrossKV, x0: torch.Tensor, memory: MemoryKV | None,

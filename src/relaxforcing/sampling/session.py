@@ -19,7 +19,11 @@ class StreamSession:
     """One batch of videos generated chunk by chunk; owns its frame store, cross-attention K/V and generators.
 
     :meth:`next_chunk` denoises the next chunk and commits it to the store, except the last chunk of a finite
-    stream (nothing attends to it). Between two chunks the session can switch its prompt (:meth:`switch_prompt`),
+    stream (nothing attends to it). A stream may start from ``given`` frames (an image, a clip to continue): whole
+    chunks of them are committed by the same clean pass as generated chunks (:meth:`ChunkSampler.commit_chunk`),
+    and a last partial chunk of them is completed by the first generated chunk, so they are frames ``0..G-1`` of
+    the stream and its chunks are yielded like any other (``Chunk.given`` says how many of a chunk's frames are
+    given). Between two chunks the session can switch its prompt (:meth:`switch_prompt`),
     be saved (:meth:`state_tensors` / :meth:`state_meta`) and be restored into a fresh session (:meth:`restore`,
     after :meth:`replay` when the snapshot holds clean latents instead of the store): a restored session continues
     bit for bit.
@@ -34,12 +38,15 @@ class StreamSession:
         context: ``[B, L, text_dim]`` text embeddings, one row per sample.
         seeds: one per sample; a sample's video depends only on its prompt(s) and seed.
         latent_hw: latent height and width.
-        num_frames: latent frames to make (a multiple of the chunk size), or None for an endless stream.
+        num_frames: latent frames of the stream, given ones included (a multiple of the chunk size), or None for an
+            endless stream.
         prompts: the prompts behind ``context`` (reported by :attr:`prompts`).
         encode_text: prompts -> context, needed by :meth:`switch_prompt`.
         keep_latents: most committed latent frames a prompt switch can re-encode (kept on the device).
         record_latents: keep every committed chunk's clean latents on the host (for snapshots that replay).
         store: an empty store to fill (default: a new one sized by the policy).
+        given: ``[1 or B, C, G, h, w]`` clean latents of user frames that start the stream (fewer than
+            ``num_frames``).
     """
 
     def __init__(
@@ -55,6 +62,7 @@ class StreamSession:
         keep_latents: int = 0,
         record_latents: bool = False,
         store: FrameStore | None = None,
+        given: torch.Tensor | None = None,
     ):
         f = sampler.chunk_frames
         if context.ndim != 3 or context.shape[0] != len(seeds) or not seeds:
@@ -84,6 +92,25 @@ class StreamSession:
         self.generators = [torch.Generator(sampler.device).manual_seed(int(s)) for s in seeds]
         self._recent: torch.Tensor | None = None  # [B, C, n <= keep_latents, H, W], ends at store.num_frames
         self._recorded: list[torch.Tensor] = []  # host copies of every committed chunk's clean latents
+        self.given: torch.Tensor | None = None  # [B, C, G, h, w] until the chunks holding them are made
+        self.given_frames = 0
+        """Frames ``0..given_frames-1`` of the stream are given, not generated."""
+        if given is not None:
+            self._set_given(given)
+
+    def _set_given(self, given: torch.Tensor) -> None:
+        cfg = self.sampler.model.config
+        if given.ndim != 5 or given.shape[1] != cfg.in_dim or tuple(given.shape[3:]) != tuple(self.latent_hw):
+            raise ValueError(f"given latents must be [B, {cfg.in_dim}, G, {self.latent_hw[0]}, {self.latent_hw[1]}], "
+                             f"got {list(given.shape)}")
+        if given.shape[0] not in (1, self.batch) or given.shape[2] < 1:
+            raise ValueError(f"given latents for {given.shape[0]} samples and {given.shape[2]} frames; the session "
+                             f"has {self.batch} samples")
+        if self.num_frames is not None and given.shape[2] >= self.num_frames:
+            raise ValueError(f"{given.shape[2]} given latent frames leave nothing to generate in a stream of "
+                             f"{self.num_frames}")
+        self.given = given.to(self.sampler.device, torch.float32).expand(self.batch, -1, -1, -1, -1)
+        self.given_frames = given.shape[2]
 
     @property
     def batch(self) -> int:
@@ -111,8 +138,18 @@ class StreamSession:
         if self.done:
             raise RuntimeError(f"the stream is finished ({self.num_frames} latent frames made)")
         last = self.total_chunks is not None and self.index + 1 == self.total_chunks
-        chunk = self.sampler.denoise_chunk(self.store, self.cross_kv, self.generators, self.latent_hw, self.index,
-                                           commit=not last)
+        f, start = self.sampler.chunk_frames, self.store.num_frames
+        g = min(max(self.given_frames - start, 0), f)
+        given = self.given[:, :, start:start + g] if g else None
+        if g == f:
+            chunk = self.sampler.commit_chunk(self.store, self.cross_kv, given, self.latent_hw, self.index)
+        else:
+            chunk = self.sampler.denoise_chunk(self.store, self.cross_kv, self.generators, self.latent_hw,
+                                               self.index, commit=not last, known=given)
+        if self.given_frames:
+            mark_given(chunk.trace, self.given_frames)
+        if start + f >= self.given_frames:
+            self.given = None  # every given frame is in the store now
         if not last:
             self._remember(chunk.latents)
         self.index += 1
@@ -211,10 +248,12 @@ class StreamSession:
         store's buffers (a restore then needs :meth:`replay` first)."""
         out = {f"store.{k}": v.cpu() for k, v in self.store.state_tensors().items()} if with_store else {}
         out.update({f"generator.{i}": g.get_state() for i, g in enumerate(self.generators)})
+        if self.given is not None:  # given frames not yet in the store
+            out["given"] = self.given.cpu()
         return out
 
     def state_meta(self) -> dict:
-        return {"chunk_index": self.index, **self.store.state_meta()}
+        return {"chunk_index": self.index, "given_frames": self.given_frames, **self.store.state_meta()}
 
     def replay(self, latents: torch.Tensor) -> None:
         """Rebuild the (empty) store from the clean latents ``[B, C, F, h, w]`` of the frames committed so far."""
@@ -234,3 +273,17 @@ class StreamSession:
         for i, generator in enumerate(self.generators):
             generator.set_state(tensors[f"generator.{i}"])
         self.index = int(meta["chunk_index"])
+        self.given_frames = int(meta.get("given_frames", 0))
+        self.given = tensors["given"].to(self.sampler.device) if "given" in tensors else None
+
+
+def mark_given(records: list[dict], given_frames: int) -> None:
+    """Mark user frames in trace records: a chunk's own given frames get role ``given`` (not ``current``), and an
+    attended cached frame that is a given one keeps its policy role with ``"given": true``."""
+    for record in records:
+        for entry in record["attended"]:
+            if entry["frame"] < given_frames:
+                if entry["role"] == "current":
+                    entry["role"] = "given"
+                else:
+                    entry["given"] = True
