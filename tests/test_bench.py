@@ -1,0 +1,33 @@
+"""`relaxforcing bench` on the toy model: the numbers it reports are there and consistent with what it measured."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.e2e  # a CLI subprocess generating video
+
+
+def test_bench_compares_store_placements_and_measures_twenty_minutes_in(tmp_path):
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "relaxforcing", "bench", "--seconds", "4", "--policies", "relax",
+                             "--offload", "none,history", "--late-seconds", "1200", "--json", str(out)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    report = json.loads(out.read_text())
+    resident, offloaded = report["results"]
+    assert (resident["offload"], offloaded["offload"]) == ("none", "history")
+    assert resident["store_host_gb"] == 0 and offloaded["store_host_gb"] > 0
+    # relax keeps 2 sinks + 1 staged history + 1 tail of its 60 stored frames on the device
+    assert offloaded["store_device_gb"] < resident["store_device_gb"] / 10
+    assert offloaded["workspace_gb"] == pytest.approx(resident["workspace_gb"] / 2, rel=1e-3)  # keys only
+    for run in (resident, offloaded):
+        late = run["late"]
+        assert late["seconds"] >= 1200 and late["frame"] == late["seconds"] * 16 / 4
+        assert late["dit_ms_per_chunk"] > 0
+    # the host ring holds every frame the resident store holds on the device (2 sinks + 58), no more at 20 minutes
+    assert offloaded["late"]["store_host_gb"] == pytest.approx(resident["store_device_gb"], rel=0.01)
+    assert "| relax | toy | history | 4 s | 7 |" in result.stdout
