@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import sys
 
 import av
@@ -191,3 +192,30 @@ def test_cli_refuses_bad_inputs_in_one_line_and_overwrites_nothing(tmp_path, mon
         code, err = run_main(monkeypatch, capsys, "generate", PROMPT, "-o", str(out), "--overwrite", *extra)
         assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert out.read_bytes() == b"precious"
+
+
+def test_viewer_starts_from_a_picture_and_extends_the_last_video(pipe, clip, tmp_path):
+    from relaxforcing.server.jobs import Job, JobBoard, JobRequest
+
+    ok, png = cv2.imencode(".png", clip[0][..., ::-1])
+    message = {"prompt": PROMPT, "memory": "relax", "seconds": 0.75, "seed": 0,
+               "image": "data:image/png;base64," + base64.b64encode(png.tobytes()).decode()}
+    request = JobRequest.parse(message, pipe, 10)
+    sent: list = []
+    first = Job(pipe, request, tmp_path, sent.append)
+    first.run()
+    assert first.state == "done" and first.paths[0].exists()
+    board = JobBoard(pipe, tmp_path, 10, 1, 8)
+    with pytest.raises(ValueError, match="base64"):
+        JobRequest.parse({**message, "image": "%%%"}, pipe, 10, board.video)
+    with pytest.raises(ValueError, match="no finished video"):
+        JobRequest.parse({**message, "image": None, "extend": first.id}, pipe, 10, board.video)
+    board.jobs[first.id] = first
+    request = JobRequest.parse({**message, "image": None, "extend": first.id}, pipe, 10, board.video)
+    sent.clear()
+    second = Job(pipe, request, tmp_path, sent.append)
+    second.run()
+    chunks = [m for m in sent if isinstance(m, dict) and m["type"] == "chunk"]
+    assert second.state == "done" and len(chunks) == 1 and chunks[0]["start"] == 3  # 3 latents of context
+    with av.open(str(second.paths[0])) as container:
+        assert sum(1 for _ in container.decode(video=0)) == 12 + 12  # the first video, then the new chunk

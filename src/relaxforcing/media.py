@@ -9,6 +9,7 @@ the model's by taking, for each model frame time, the nearest earlier-or-equal s
 from __future__ import annotations
 
 import hashlib
+import io
 import math
 from collections import deque
 from collections.abc import Iterator
@@ -41,23 +42,31 @@ def _rgb(frame: av.VideoFrame) -> np.ndarray:
     return frame.to_ndarray(format="rgb24")
 
 
-def read_image(path: Path | str) -> np.ndarray:
-    """The picture at ``path`` (PNG, JPEG, WebP, BMP, TIFF, ...; grayscale and alpha are made RGB) -> ``[H, W, 3]``."""
-    path = Path(path)
-    _check_file(path, "--image")
+def read_image(source: Path | str | bytes, label: str = "--image") -> np.ndarray:
+    """The picture in a file or in ``bytes`` (PNG, JPEG, WebP, BMP, TIFF, ...; grayscale and alpha are made RGB)
+    -> ``[H, W, 3]``; errors name it as ``label`` (and the file)."""
+    if isinstance(source, bytes):
+        if not source:
+            raise ValueError(f"{label} is empty (0 bytes)")
+        path, opened = "", io.BytesIO(source)
+    else:
+        path = Path(source)
+        _check_file(path, label)
+        opened = str(path)
+    label = f"{label} {path}" if path else label
     try:
-        with av.open(str(path)) as container:
+        with av.open(opened) as container:
             if not container.streams.video:
-                raise ValueError(f"--image {path} holds no picture")
+                raise ValueError(f"{label} holds no picture")
             stream = container.streams.video[0]
             if stream.width * stream.height > MAX_IMAGE_PIXELS:
-                raise ValueError(f"--image {path} is {stream.width}x{stream.height}, over the "
+                raise ValueError(f"{label} is {stream.width}x{stream.height}, over the "
                                  f"{MAX_IMAGE_PIXELS // 1_000_000} megapixel limit; shrink it first")
             frame = next(container.decode(stream), None)
     except (av.FFmpegError, UnicodeDecodeError) as error:
-        raise ValueError(f"--image {path} is not a readable picture ({_reason(error)})") from None
+        raise ValueError(f"{label} is not a readable picture ({_reason(error)})") from None
     if frame is None or frame.width == 0 or frame.height == 0:
-        raise ValueError(f"--image {path} is not a readable picture (no frame decodes)")
+        raise ValueError(f"{label} is not a readable picture (no frame decodes)")
     return _rgb(frame)
 
 

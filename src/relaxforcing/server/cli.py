@@ -10,8 +10,9 @@ import typer
 
 from relaxforcing.options import CompileOption, DecoderOption, DecoderWeightsOption, OffloadOption
 
-WS_MAX_BYTES = 1 << 16
-"""Largest message the page may send (prompts are at most 2,000 characters)."""
+WS_MAX_BYTES = 12 << 20
+"""Largest message the page may send: a start picture (``jobs.MAX_IMAGE_BYTES``, a third larger in base64) and a
+prompt of at most 2,000 characters."""
 
 
 def listen(host: str, port: int) -> socket.socket:

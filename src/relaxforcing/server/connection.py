@@ -64,7 +64,8 @@ class Connection:
                 self.job.stop()
                 await run_in_threadpool(self.job.thread.join)
             board = self.board
-            request = await run_in_threadpool(JobRequest.parse, message, board.pipeline, board.max_seconds)
+            request = await run_in_threadpool(JobRequest.parse, message, board.pipeline, board.max_seconds,
+                                              board.video)
             self.seq += 1
             self.job = board.start(request, self.send, self.seq)
         elif kind == "switch":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import binascii
 import logging
 import math
 import secrets
@@ -17,9 +19,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from relaxforcing.media import open_clip, read_image
 from relaxforcing.memory import build_policy
 from relaxforcing.output import VideoOutput
-from relaxforcing.pipeline import VideoPipeline
+from relaxforcing.pipeline import StartFrames, VideoPipeline
 from relaxforcing.sampling import StreamSession
 from relaxforcing.video import VideoWriter, partial_path
 
@@ -33,6 +36,8 @@ PNG, JPEG = 0, 1
 """Image formats: small frames (the toy's 64x64) go lossless, as JPEG blocks would show once upscaled."""
 PNG_MAX_PIXELS = 128 * 128
 JPEG_QUALITY = 90
+MAX_IMAGE_BYTES = 8_000_000
+"""Largest picture a page may send to start from (its base64 text is a third larger)."""
 
 Outbox = Callable[[dict | bytes], None]
 log = logging.getLogger(__name__)
@@ -57,18 +62,37 @@ def check_int(name: str, value: object, low: int, high: int) -> int:
     return int(value)
 
 
+def check_image(value: object) -> np.ndarray:
+    """A picture sent as base64 (or a ``data:image/...;base64,`` URL) -> RGB uint8 ``[H, W, 3]``."""
+    if not isinstance(value, str):
+        raise ValueError("image must be a base64 string or a data URL")
+    if len(value) > MAX_IMAGE_BYTES * 4 // 3 + 100:
+        raise ValueError(f"the image is larger than {MAX_IMAGE_BYTES // 1_000_000} MB")
+    try:
+        data = base64.b64decode(value.split(",", 1)[1] if value.startswith("data:") else value, validate=True)
+    except (binascii.Error, ValueError, IndexError):
+        raise ValueError("the image is not valid base64") from None
+    return read_image(data, "the image")
+
+
 @dataclass(frozen=True)
 class JobRequest:
-    """What the page asked for: one prompt and seed, one memory policy per pane."""
+    """What the page asked for: one prompt and seed, one memory policy per pane, and what the video starts from:
+    a picture (its first frame) or the first pane's video of an earlier job (continued)."""
 
     prompt: str
     memories: tuple[str, ...]
     seconds: float
     seed: int
+    image: np.ndarray | None = None
+    extend: Path | None = None
+    """The mp4 to continue."""
 
     @classmethod
-    def parse(cls, message: dict, pipeline: VideoPipeline, max_seconds: float) -> JobRequest:
-        """Validate a ``start`` message; raises ValueError naming the bad field."""
+    def parse(cls, message: dict, pipeline: VideoPipeline, max_seconds: float,
+              videos: Callable[[str], Path] | None = None) -> JobRequest:
+        """Validate a ``start`` message; raises ValueError naming the bad field. ``videos`` maps a job id to its
+        finished first video (for ``extend``)."""
         prompt = check_prompt(pipeline, message.get("prompt"))
         memories = message.get("memory")
         memories = [memories] if isinstance(memories, str) else memories
@@ -85,7 +109,17 @@ class JobRequest:
         if not 0 < seconds <= max_seconds:
             raise ValueError(f"seconds={seconds} is out of range (0, {max_seconds}]")
         seed = check_int("seed", message.get("seed"), 0, 2**63 - 1)
-        return cls(prompt, tuple(memories), float(seconds), seed)
+        image = extend = None
+        if message.get("image") is not None and message.get("extend") is not None:
+            raise ValueError("start from an image or extend a video, not both")
+        if message.get("image") is not None:
+            image = check_image(message["image"])
+        if message.get("extend") is not None:
+            if videos is None or not isinstance(message["extend"], str):
+                raise ValueError("extend must name an earlier job")
+            extend = videos(message["extend"])
+            open_clip(extend)
+        return cls(prompt, tuple(memories), float(seconds), seed, image, extend)
 
 
 class Job:
@@ -150,10 +184,22 @@ class Job:
                        "chunks": self.chunks_done, "downloads": [f"/video/{self.id}/{i}.mp4"
                                                                  for i, p in enumerate(self.paths) if p.exists()]})
 
+    def _starts(self) -> list[StartFrames | None]:
+        """Per pane, what its stream starts from (a clip's context depends on the pane's policy)."""
+        pipe, req = self.pipeline, self.request
+        if req.image is not None:
+            return [pipe.start_from(image=req.image)] * len(req.memories)
+        if req.extend is not None:
+            return [pipe.start_from(video=req.extend, memory=memory) for memory in req.memories]
+        return [None] * len(req.memories)
+
     def _generate(self) -> str:
         pipe, req = self.pipeline, self.request
-        sessions = [pipe.session([req.prompt], [req.seed], self.num_frames, memory, keep_latents=MAX_RECACHE_FRAMES)
-                    for memory in req.memories]
+        starts = self._starts()
+        sessions = [pipe.session([req.prompt], [req.seed], self.num_frames, memory, keep_latents=MAX_RECACHE_FRAMES,
+                                 start=start) for memory, start in zip(req.memories, starts, strict=True)]
+        hidden = [s.given_frames if s is not None and s.continues else 0 for s in starts]
+        self.total_chunks = max(s.total_chunks for s in sessions)
         self.folder.mkdir(parents=True, exist_ok=True)
         self.send({"type": "started", "job": self.id, "seq": self.seq, "fps": pipe.fps, "upscale": pipe.upscale,
                    "chunk_frames": pipe.model.config.chunk_frames, "frames_per_latent": pipe.frames_per_latent,
@@ -165,6 +211,10 @@ class Job:
             outputs = [VideoOutput(pipe.codec.chunk_decoder(), [stack.enter_context(VideoWriter(p, fps=pipe.fps,
                                                                                           upscale=pipe.upscale))])
                        for p in self.paths]
+            if req.extend is not None:  # the download holds the clip, then the new frames
+                for frame in open_clip(req.extend).frames(pipe.frame_hw, pipe.fps):
+                    for output in outputs:
+                        output.write(frame[None, None])
             for index in range(self.total_chunks):
                 if self._stop.is_set():
                     return "stopped"
@@ -172,8 +222,13 @@ class Job:
                 for pane, (session, output) in enumerate(zip(sessions, outputs, strict=True)):
                     if self._stop.is_set():
                         return "stopped"
+                    if session.done:
+                        continue
                     tick = time.perf_counter()
                     chunk = session.next_chunk()
+                    if chunk.start < hidden[pane]:  # the clip's context: decoded for the decoder's state only
+                        output.decoder.decode(chunk.latents)
+                        continue
                     frames = output.decode(chunk)[0]  # [T, H, W, 3]
                     compute_ms = 1000 * (time.perf_counter() - tick)
                     output.write(frames[None])
@@ -230,6 +285,13 @@ class JobBoard:
         self.jobs[job.id] = job
         job.start()
         return job
+
+    def video(self, job_id: str) -> Path:
+        """The first pane's mp4 of a finished job (to extend); ValueError when there is none."""
+        job = self.jobs.get(job_id)
+        if job is None or not job.finished or not job.paths[0].exists():
+            raise ValueError("there is no finished video to extend; generate one first")
+        return job.paths[0]
 
     def stop_all(self, timeout: float = 30) -> None:
         for job in self.jobs.values():

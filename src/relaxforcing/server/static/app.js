@@ -10,6 +10,8 @@
   let socket = null;
   let job = null; // the generation shown: {id, seq, fps, chunkFrames, totalChunks, panes, state}
   let clickedAt = 0;
+  let imageData = null; // the start picture as a data URL, or null
+  let lastFinished = null; // id of the last job whose video can be extended
 
   // ---- page helpers ---------------------------------------------------------------------------------------
 
@@ -186,6 +188,10 @@
   function onDone(message) {
     job.state = message.state;
     setRunning(false);
+    if (message.downloads.length) {
+      lastFinished = message.job;
+      $("#extend").disabled = false;
+    }
     job.panes.forEach((pane, index) => {
       $(".state", pane.root).textContent = message.state;
       $(".replay", pane.root).disabled = false;
@@ -334,8 +340,7 @@
 
   // ---- wiring ---------------------------------------------------------------------------------------------
 
-  $("#controls").addEventListener("submit", (event) => {
-    event.preventDefault();
+  function startMessage(extra) {
     showError("");
     const memory = [$("#memory").value];
     if ($("#compare").value.trim()) memory.push($("#compare").value);
@@ -343,8 +348,31 @@
     $("#generate").disabled = true;
     send({
       type: "start", prompt: $("#prompt").value, memory, seconds: asNumber($("#seconds").value),
-      seed: asNumber($("#seed").value),
+      seed: asNumber($("#seed").value), ...extra,
     }).finally(() => { $("#generate").disabled = false; });
+  }
+
+  $("#controls").addEventListener("submit", (event) => {
+    event.preventDefault();
+    startMessage(imageData ? { image: imageData } : {});
+  });
+
+  $("#extend").addEventListener("click", () => { if (lastFinished) startMessage({ extend: lastFinished }); });
+
+  function takeImage(file) {
+    if (!file) { imageData = null; return; }
+    const reader = new FileReader();
+    reader.onload = () => { imageData = reader.result; setStatus(`start image: ${file.name}`); };
+    reader.onerror = () => showError(`cannot read ${file.name}`);
+    reader.readAsDataURL(file);
+  }
+
+  $("#image").addEventListener("change", (event) => takeImage(event.target.files[0]));
+  $("#controls").addEventListener("dragover", (event) => event.preventDefault());
+  $("#controls").addEventListener("drop", (event) => {
+    event.preventDefault();
+    const file = event.dataTransfer.files[0];
+    if (file) takeImage(file);
   });
 
   $("#stop").addEventListener("click", () => send({ type: "stop" }));
