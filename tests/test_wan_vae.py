@@ -158,3 +158,21 @@ def test_channels_last_weights_decode_the_same(tiny_vae: AutoencoderKLWan, laten
     stream = decoder.chunk_decoder()
     pixels = torch.cat([stream.decode_pixels(latents[:, :, :3]), stream.decode_pixels(latents[:, :, 3:])], dim=2)
     torch.testing.assert_close(pixels, whole, atol=1e-5, rtol=0)
+
+
+def test_encode_frames_is_causal_and_normalised(tiny_vae: AutoencoderKLWan) -> None:
+    """Image-to-video encodes frame 0 alone: its latent does not depend on later frames; latents are the posterior
+    mean normalised with the published statistics."""
+    codec = WanVAEDecoder(tiny_vae)
+    frames = torch.randint(0, 256, (1, 9, 16, 32, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(2))
+    latents = codec.encode_frames(frames)  # [1, z, 3, 2, 4]
+    assert latents.shape == (1, 16, 3, 2, 4) and latents.dtype == torch.float32
+    alone = codec.encode_frames(frames[:, :1])
+    torch.testing.assert_close(alone[:, :, 0], latents[:, :, 0], atol=1e-5, rtol=0)
+    pixels = frames.permute(0, 4, 1, 2, 3).float() / 127.5 - 1  # [B, 3, T, H, W]
+    with torch.no_grad():
+        mu = tiny_vae.encode(pixels).latent_dist.mean
+    expected = (mu - torch.tensor(LATENT_MEAN)[:, None, None, None]) / torch.tensor(LATENT_STD)[:, None, None, None]
+    torch.testing.assert_close(latents, expected, atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match=r"encodes 1 \+ 4k frames"):
+        codec.encode_frames(frames[:, :4])
