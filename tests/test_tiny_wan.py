@@ -52,6 +52,8 @@ def test_streaming_equals_one_pass_and_counts_frames_like_the_wan_vae(tmp_path):
         assert [p.shape[1] for p in parts] == [4 * sizes[0] - 3] + [4 * n for n in sizes[1:]]
         assert (torch.cat(parts, dim=1).int() - whole.int()).abs().max() <= 1  # batched convs round differently
     assert whole.float().std() > 1  # not a constant image
+    batched = codec.chunk_decoder()._decode_step(latents)  # all six latent frames through each layer together
+    assert (batched.int() - whole.int()).abs().max() <= 1
 
 
 def test_memory_is_the_previous_input_and_survives_a_snapshot(tmp_path):

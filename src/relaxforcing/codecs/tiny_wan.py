@@ -125,8 +125,10 @@ class TinyWanCodec:
 
 
 class TinyWanChunkDecoder:
-    """Streams latent chunks through the decoder; each MemBlock keeps the input of the last timestep it saw, so
-    chunk by chunk gives the same frames as one pass over the whole video (all frames of a chunk run together)."""
+    """Streams latents through the decoder one latent frame at a time; each MemBlock keeps the input of the last
+    timestep it saw, so chunk by chunk gives the frames of one pass over the whole video (to a uint8 level: batched
+    convolutions round differently). One latent frame at a time keeps the full-resolution activations to 4 frames
+    (a 12-frame 832x480 chunk at once takes ~2.6 GB more)."""
 
     def __init__(self, model: TinyWanDecoder):
         self.model = model
@@ -136,6 +138,10 @@ class TinyWanChunkDecoder:
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """DiT latents ``[B, 16, f, h, w]`` -> uint8 frames ``[B, T, 8h, 8w, 3]`` (T = 4f, 4f - 3 for the first)."""
+        return torch.cat([self._decode_step(latents[:, :, i:i + 1]) for i in range(latents.shape[2])], dim=1)
+
+    def _decode_step(self, latents: torch.Tensor) -> torch.Tensor:
+        """One or more latent frames ``[B, 16, f, h, w]`` together -> their uint8 frames."""
         param = next(self.model.parameters())
         batch = latents.shape[0]
         x = latents.to(param).movedim(2, 1).flatten(0, 1)  # [B*f, C, h, w], frames of a sample consecutive
