@@ -36,6 +36,7 @@ from relaxforcing.evaluation import (
 )
 from relaxforcing.evaluation.calibration import texture
 from relaxforcing.evaluation.dynamic_degree import top_magnitude_mean
+from relaxforcing.evaluation.sink_collapse import lowest_late_distance, sink_distances
 from relaxforcing.evaluation.synthetic import freeze_from, hue_ramp, moving_shapes, noise_ramp
 
 FPS, SIZE, FRAMES = 16, 128, 96  # 6 s: three 2-s clips of 32 frames
@@ -168,6 +169,7 @@ def faults(tmp_path_factory) -> dict[str, dict]:
         "hue": hue_ramp(iter(shapes()), FRAMES, 120.0),
         "noise": noise_ramp(iter(shapes()), FRAMES, 30.0),
         "delete": iter(shapes(delete_shape_at=48)),
+        "return": iter(np.concatenate([shapes()[:70], shapes()[:FRAMES - 70]])),  # back to the first frames
     }
     paths = {name: root / f"{name}.mp4" for name in videos}
     for name, frames in videos.items():
@@ -214,6 +216,22 @@ def test_noise_ramp_shows_as_flicker(faults) -> None:
     assert noise["temporal_flickering"]["clip_scores"][-1] < clean["temporal_flickering"]["clip_scores"][-1] - 0.03
     assert noise["temporal_flickering"]["drift"]["delta"] > 0.03
     assert noise["motion_smoothness[flow]"]["drift"]["delta"] > 0.02
+
+
+def test_a_return_to_the_first_frames_shows_as_sink_collapse(faults) -> None:
+    back, clean = faults["return"], faults["clean"]
+    assert back["sink_distance"]["lowest_late"] < 0.5 * clean["sink_distance"]["lowest_late"]  # 0.03 vs 0.07
+    assert back["sink_distance"]["clip_scores"][-1] < clean["sink_distance"]["clip_scores"][-1] - 0.02
+    assert back["sink_distance"]["clip_scores"][0] == clean["sink_distance"]["clip_scores"][0]
+
+
+def test_sink_distances_are_normalised_and_take_the_nearest_sink() -> None:
+    sinks = np.stack([np.full((2, 2), 10.0), np.full((2, 2), 20.0)])
+    frames = np.stack([np.full((2, 2), 10.0), np.full((2, 2), 12.0), np.full((2, 2), 25.0)])
+    assert sink_distances(frames, sinks) == pytest.approx([0.0, 0.2, 0.25])
+    assert lowest_late_distance(np.array([0.0, 0.5, 0.4, 0.3, 0.9, 1.0, 1.0, 1.0, 1.0, 1.0])) == 0.3
+    with pytest.raises(ValueError, match="must match per frame"):
+        sink_distances(frames, np.zeros((1, 3, 2)))
 
 
 def test_object_deletion_drops_subject_consistency(faults) -> None:

@@ -21,6 +21,7 @@ from relaxforcing.evaluation.drift import DRIFT_FRACTION, start_end_drift, time_
 from relaxforcing.evaluation.dynamic_degree import clip_dynamic_degree
 from relaxforcing.evaluation.flicker import FREEZE_MAE, consecutive_mae, freeze_fraction, temporal_flickering
 from relaxforcing.evaluation.report import write_report
+from relaxforcing.evaluation.sink_collapse import SINK_VIDEO_FRAMES, lowest_late_distance, sink_distances
 from relaxforcing.evaluation.smoothness import motion_smoothness
 from relaxforcing.evaluation.video_io import iter_frames, probe_video, read_video
 
@@ -29,6 +30,9 @@ WEIGHT_FREE_METRICS = {
     "freeze_fraction": f"share of consecutive frame pairs with MAE < {FREEZE_MAE} (0-255 scale)",
     "colour_shift": "CIE76 distance of the clip's mean Lab colour from the first clip's",
     "sharpness": "variance of the grey-frame Laplacian, mean over the clip's frames",
+    "sink_distance": f"LoL's sink-collapse distance: per frame, normalised L2 distance to the nearest of the first "
+                     f"{SINK_VIDEO_FRAMES} frames, mean over the clip (a late dip toward 0 is a return to the start; "
+                     "`lowest_late` is the minimum after the first 10% of frames)",
 }
 """Metrics computed on every run, beside the registry backends."""
 
@@ -105,7 +109,8 @@ def evaluate_video(video: Path, resolved: Mapping[str, ResolvedBackend]) -> dict
     first_features: dict[str, list[np.ndarray]] = defaultdict(list)
     seconds: dict[str, float] = defaultdict(float)
     spans: list[tuple[int, int]] = []
-    first_lab = None
+    first_lab = sinks = None
+    distances: list[np.ndarray] = []  # per frame, to the sink frames
     for start, clip in iter_clips(iter_frames(video), clip_frames):
         if len(clip) < 3:
             raise ValueError(f"video {video} has {len(clip)} frames; evaluation needs at least 3")
@@ -118,6 +123,9 @@ def evaluate_video(video: Path, resolved: Mapping[str, ResolvedBackend]) -> dict
         first_lab = lab if first_lab is None else first_lab
         scores["colour_shift"].append(float(delta_e76(lab, first_lab)))
         scores["sharpness"].append(float(sharpness(clip).mean()))
+        sinks = clip[:SINK_VIDEO_FRAMES] if sinks is None else sinks
+        distances.append(sink_distances(clip, sinks))
+        scores["sink_distance"].append(float(distances[-1].mean()))
         seconds["weight_free_levels"] += time.perf_counter() - tick
         for metric, r in active.items():
             tick = time.perf_counter()
@@ -130,6 +138,8 @@ def evaluate_video(video: Path, resolved: Mapping[str, ResolvedBackend]) -> dict
     metrics = {m: _entry(s, spans, num_frames, info.fps) for m, s in scores.items()}
     for metric, entry in metrics.items():
         entry.update(details.get(metric, {}))
+    per_frame = np.concatenate(distances)
+    metrics["sink_distance"]["lowest_late"] = lowest_late_distance(per_frame)
     for metric, firsts in first_features.items():
         if len(firsts) >= 2:
             backend = active[metric].backend
