@@ -166,6 +166,10 @@ def test_sweep_on_the_toy_model_writes_the_comparison_and_resumes(app: typer.Typ
         markdown)
     assert "| missing | missing |" in markdown and "Persistence" in markdown
     assert (out / "memory_size.png").stat().st_size > 0
+    assert (out / "sink_distance.png").stat().st_size > 0
+    for row in table["rows"]:
+        sink = row["sink_distance"]
+        assert len(sink["time_s"]) == len(sink["clip_means"]) >= 1 and 0 <= sink["lowest_late"] < 2
     video = out / "videos" / "relax_sink=1" / "p000_a-small-yellow-ring-and-a-small-blue-cir_s0.mp4"
     sidecar = json.loads(video.with_name(video.name + ".world.json").read_text())
     assert sidecar == {"caption": PROMPT, "seed": 0}

@@ -365,6 +365,7 @@ def comparison(settings: Sequence[Setting], jobs: Sequence[Job], meta: dict) -> 
             "avg": _mean([scores[c] for c in available]),
             "world": {c: _mean([w.get(k) for w in worlds]) for c, k in WORLD_COLUMNS.items()} if worlds else None,
             "videos": [str(j.video) for j in by_spec[setting.spec]],
+            "sink_distance": _sink_distance(videos),
             "per_video": {c: [_percent(v["metrics"][m]["clip_scores"]) for v in videos]
                           for c, m in columns.items() if m is not None}
                          | {c: [w.get(k) for w in worlds] for c, k in WORLD_COLUMNS.items() if worlds},
@@ -373,6 +374,44 @@ def comparison(settings: Sequence[Setting], jobs: Sequence[Job], meta: dict) -> 
     lengths = sorted({(v["num_frames"], v["fps"]) for v in evals.values()})
     return {**meta, "video_frames": [f for f, _ in lengths], "video_fps": sorted({r for _, r in lengths}),
             "columns": columns, "avg_over": available, "missing_columns": missing, "rows": rows}
+
+
+def _sink_distance(videos: Sequence[dict]) -> dict | None:
+    """The row's sink-collapse distance (``eval``'s ``sink_distance``): per clip centre (seconds) the mean over its
+    videos, and the mean of their lowest late values (None for evaluations made without it)."""
+    entries = [v["metrics"].get("sink_distance") for v in videos]
+    if not entries or any(e is None or e.get("status") != "ok" for e in entries):
+        return None
+    fps = videos[0]["fps"]
+    centres = [(a + b) / 2 / fps for a, b in entries[0]["clip_spans"]]
+    per_clip = [sum(scores) / len(scores) for scores in zip(*(e["clip_scores"] for e in entries), strict=True)]
+    return {"time_s": centres, "clip_means": per_clip,
+            "lowest_late": _mean([e["lowest_late"] for e in entries])}
+
+
+def plot_sink_distance(table: dict, path: Path) -> Path | None:
+    """Sink-collapse curves: per setting (each set of videos once), the mean distance of its clips to the first
+    frames over time; a late dip toward 0 is a return to the start."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    rows = [r for r in table["rows"] if r.get("sink_distance") and r["same_videos_as"] == r["label"]]
+    if not rows:
+        return None
+    fig = Figure(figsize=(6.4, 3.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.subplots()
+    for row in rows:
+        ax.plot(row["sink_distance"]["time_s"], row["sink_distance"]["clip_means"], marker=".", linewidth=1,
+                label=row["label"])
+    ax.set_xlabel("clip centre (s)", fontsize=8)
+    ax.set_ylabel("distance to the first frames", fontsize=8)
+    ax.set_title("sink collapse (LoL): normalised L2 distance of each 2-s clip to the first 5 frames", fontsize=9)
+    ax.tick_params(labelsize=7)
+    ax.legend(fontsize=7)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    return path
 
 
 def _fmt(value: float | None, digits: int = 2) -> str:
@@ -479,7 +518,8 @@ def _write_atomic(path: Path, text: str) -> None:
 
 def write_comparison(settings: Sequence[Setting], jobs: Sequence[Job], meta: dict,
                      out: Path) -> tuple[str, Path | None]:
-    """Writes ``comparison.json``, ``comparison.md`` and (with grid rows) ``memory_size.png`` under ``out``.
+    """Writes ``comparison.json``, ``comparison.md``, ``sink_distance.png`` and (with grid rows) ``memory_size.png``
+    under ``out``.
 
     Returns the Markdown and the plot's path (None without grid rows).
     """
@@ -493,6 +533,7 @@ def write_comparison(settings: Sequence[Setting], jobs: Sequence[Job], meta: dic
     _write_atomic(out / "comparison.json", json.dumps(table, indent=1, allow_nan=False) + "\n")
     markdown = comparison_markdown(table)
     _write_atomic(out / "comparison.md", markdown)
+    plot_sink_distance(table, out / "sink_distance.png")
     return markdown, plot_memory_size(table, out / "memory_size.png")
 
 
