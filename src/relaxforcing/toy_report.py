@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from relaxforcing.evaluation.sink_collapse import SINK_VIDEO_FRAMES, lowest_late_distance, sink_distances
 from relaxforcing.output import VideoOutput
 from relaxforcing.pipeline import VideoPipeline
 from relaxforcing.toyworld.captions import caption
@@ -15,7 +16,9 @@ from relaxforcing.toyworld.metrics import analyze
 from relaxforcing.toyworld.world import sample_world
 
 REPORTED = ("persistence", "first_vanish_s", "color_error_de00", "color_drift_de00", "motion_retention",
-            "freeze_rate", "physics_error_px", "background_error_de76")
+            "freeze_rate", "physics_error_px", "background_error_de76", "sink_distance_low")
+"""Table columns; ``sink_distance_low``: the sink-collapse distance's lowest value after the first 10% of frames
+(``evaluation.sink_collapse``: how close the video comes back to its first 5 frames)."""
 HELD_OUT_SEED = 1_000_000
 """World seeds from here on are never drawn in training (which samples seeds from [0, 2**62) at random, so the
 chance of a collision is negligible)."""
@@ -49,8 +52,10 @@ def measure(
             frames = np.concatenate([output(c) for c in pipe.session([prompt], [seed], num_frames, policy)],
                                     axis=1)[0]
             analysis = analyze(frames, prompt, fps=pipe.fps)
+            distances = sink_distances(frames, frames[:SINK_VIDEO_FRAMES])
             row = {"policy": policy, "prompt": prompt, "seed": seed,
-                   "metrics": {str(s): analysis.summary(s) for s in seconds}}
+                   "metrics": {str(s): {**analysis.summary(s), "sink_distance_low": lowest_late_distance(
+                       distances[:round(s * pipe.fps)])} for s in seconds}}
             with open(out_jsonl, "a") as f:
                 f.write(json.dumps(row) + "\n")
     return [json.loads(line) for line in out_jsonl.read_text().splitlines()]
