@@ -234,9 +234,7 @@ def start_frames(pipe: VideoPipeline, run: GenerateRun) -> StartFrames | None:
         h, w = pipe.frame_hw
         print(f"note: {run.extend} is {clip.width}x{clip.height}; scaled to cover {w}x{h} and centre-cropped",
               file=sys.stderr)
-    context = None
-    if run.context_seconds is not None:
-        context = max(1, math.ceil(round(run.context_seconds * pipe.fps / pipe.frames_per_latent, 9)))
+    context = None if run.context_seconds is None else pipe.latent_frames(run.context_seconds)  # whole chunks
     return pipe.start_from(video=run.extend, memory=run.memory, context_frames=context,
                            sinks_from_start=run.sinks_from_start)
 

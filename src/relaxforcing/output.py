@@ -50,6 +50,12 @@ class VideoOutput:
         self.frames_out += frames.shape[1]
         return frames
 
+    def prime(self, chunk: Chunk) -> None:
+        """Decode ``chunk`` only to carry the decoder's causal state forward (a continued clip's context, whose frames
+        are written as the clip itself): nothing is written, counted or returned. In order after earlier chunks."""
+        self.wait()
+        self.decoder.decode(chunk.latents)
+
     def write(self, frames: np.ndarray) -> None:
         """Append decoded frames ``[B, T, H, W, 3]`` to the writers (encoded on each writer's own thread)."""
         if not self.writers:  # frames only returned

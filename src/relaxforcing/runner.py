@@ -109,7 +109,7 @@ def generate_videos(
         output = stack.enter_context(VideoOutput(decoder, writers, overlap=overlap))
         for chunk in session:
             if chunk.start < hidden:  # the clip's context: warms the decoder, written already as the clip itself
-                decoder.decode(chunk.latents)
+                output.prime(chunk)
                 if trace_file:
                     trace_file.writelines(json.dumps(record) + "\n" for record in chunk.trace)
                 continue

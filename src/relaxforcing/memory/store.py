@@ -102,17 +102,19 @@ class FrameStore:
     def holds(self, frame: int) -> bool:
         return 0 <= frame < self.num_frames and self.slot_frame[self.slot(frame)] == frame
 
+    def _recent_index(self, frame: int) -> int:
+        """Position of ``frame`` (past the sinks) in the recent ring."""
+        return (frame - self.sink_frames) % self.recent_frames
+
     def _recent_slot(self, frame: int) -> int:
         """Device slot of ``frame`` in the recent ring (whether or not it is there)."""
-        return (self.resident_sinks + self.staging_frames
-                + (frame - self.sink_frames) % self.recent_frames)
+        return self.resident_sinks + self.staging_frames + self._recent_index(frame)
 
     def _device_slot(self, frame: int, sample: int) -> int | None:
         """The device slot holding ``frame`` for ``sample`` now (None: only in host memory)."""
         if frame < self.sink_frames and self.resident_sinks:
             return frame
-        if (frame >= self.sink_frames and self.recent_frames
-                and self._recent_frame[(frame - self.sink_frames) % self.recent_frames] == frame):
+        if frame >= self.sink_frames and self.recent_frames and self._recent_frame[self._recent_index(frame)] == frame:
             return self._recent_slot(frame)
         return self._staged[sample].get(frame)
 
@@ -209,7 +211,7 @@ class FrameStore:
             for staged in self._staged:
                 staged.pop(frame, None)
             if frame >= self.sink_frames and self.recent_frames and frame >= start + frames - self.recent_frames:
-                self._recent_frame[(frame - self.sink_frames) % self.recent_frames] = frame
+                self._recent_frame[self._recent_index(frame)] = frame
 
     def _write_host(self, layer: int, start: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Copy one layer of frames ``[B, f, T, H, D]`` to their host slots (on the copy stream when on CUDA)."""
@@ -248,8 +250,7 @@ class FrameStore:
         """Write a chunk's per-layer keys/values ``[B, f*T, H, D]`` (frames ``start..start+f-1``)."""
         if start != self.num_frames:
             raise ValueError(f"chunk starts at frame {start} but the store expects frame {self.num_frames}")
-        for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
-            self.write(layer, start, k, v)
+        self._write_layers(start, keys, values)
         self.advance(start + keys[0].shape[1] // self.tokens_per_frame)
 
     def rewrite(self, start: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
@@ -258,6 +259,9 @@ class FrameStore:
         frames = range(start, start + keys[0].shape[1] // self.tokens_per_frame)
         if not all(self.holds(f) for f in frames):
             raise ValueError(f"cannot rewrite frames {frames.start}..{frames.stop - 1}: not all are held")
+        self._write_layers(start, keys, values)
+
+    def _write_layers(self, start: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
         for layer, (k, v) in enumerate(zip(keys, values, strict=True)):
             self.write(layer, start, k, v)
 
@@ -271,22 +275,24 @@ class FrameStore:
         mean = self.prototype_sums[rows, slots].mean(dim=1)  # equal token counts: mean of means = joint mean
         return torch.nn.functional.normalize(mean, dim=-1)
 
-    def layer0_keys(self, frames: list[int]) -> torch.Tensor:
-        """Layer-0 keys ``[B, n, T, H, D]`` of held ``frames`` on the device, from host memory when offloaded."""
+    def layer0_keys(self, frames: list[int], sample: int) -> torch.Tensor:
+        """Layer-0 keys ``[n, T, H, D]`` of ``sample``'s held ``frames`` on the device, from host memory when
+        offloaded (after the host copies have landed: the caller synchronises the copy stream)."""
         if self.offload == "none":
-            return self.k[0][:, [self.slot(f) for f in frames]]
-        if self._copy_stream is not None:
-            self._copy_stream.synchronize()
-        return torch.stack([upload(self._host[self.slot(f)][0][0], self.device) for f in frames], dim=1)
+            return self.k[0, sample, [self.slot(f) for f in frames]]
+        return torch.stack([upload(self._host[self.slot(f)][0][0, sample], self.device) for f in frames])
 
     def token_scores(self, frames: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:
         """Participation of each layer-0 token of ``frames`` ``[B, n]`` in attention from ``probe`` ``[B, m]``'s
         tokens used as queries: ``sum_h (sum_probe k_h) . k_h / (sqrt(D) H)`` -> ``[B, n, T]`` float32 on the CPU."""
-        self._held(frames), self._held(probe)  # raise on frames the store no longer holds
+        self._held(frames)  # raise on frames the store no longer holds
+        self._held(probe)
+        if self._copy_stream is not None:
+            self._copy_stream.synchronize()
         rows, wanted, probes = [], frames.tolist(), probe.tolist()
         for b in range(self.batch):
-            keys = self.layer0_keys(wanted[b])[b].float()  # [n, T, H, D]
-            query = self.layer0_keys(probes[b])[b].float().sum(dim=(0, 1))  # [H, D]
+            keys = self.layer0_keys(wanted[b], b).float()  # [n, T, H, D]
+            query = self.layer0_keys(probes[b], b).float().sum(dim=(0, 1))  # [H, D]
             heads, dim = query.shape
             rows.append(torch.einsum("nthd,hd->nt", keys, query) / (dim ** 0.5 * heads))
         return torch.stack(rows).cpu()
@@ -337,7 +343,7 @@ class FrameStore:
         recent = [f for f in held if f >= max(self.sink_frames, self.num_frames - self.recent_frames)]
         self._recent_frame = [-1] * self.recent_frames
         for frame in recent:
-            self._recent_frame[(frame - self.sink_frames) % self.recent_frames] = frame
+            self._recent_frame[self._recent_index(frame)] = frame
         if self.offload == "none":
             self.k.copy_(tensors["k"])
             self.v.copy_(tensors["v"])

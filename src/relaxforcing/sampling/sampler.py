@@ -177,9 +177,7 @@ class ChunkSampler:
             raise ValueError(f"replay needs an empty store and whole chunks, got {store.num_frames} frames stored "
                              f"and {latents.shape[2]} latents")
         for start in range(0, latents.shape[2], f):
-            memory, view = self.read_memory(store, start, latent_hw)
-            chunk = latents[:, :, start:start + f].to(self.device)
-            self.clean_pass(store, cross_kv, chunk, memory, view.query_positions, self.compiled_for(view))
+            self.commit_chunk(store, cross_kv, latents[:, :, start:start + f], latent_hw, start // f)
 
 
 def resolve_offload(offload: str, policy: MemoryPolicy, device: torch.device) -> str:

@@ -227,7 +227,7 @@ class Job:
                     tick = time.perf_counter()
                     chunk = session.next_chunk()
                     if chunk.start < hidden[pane]:  # the clip's context: decoded for the decoder's state only
-                        output.decoder.decode(chunk.latents)
+                        output.prime(chunk)
                         continue
                     frames = output.decode(chunk)[0]  # [T, H, W, 3]
                     compute_ms = 1000 * (time.perf_counter() - tick)
