@@ -361,6 +361,7 @@ def train_toy(
     run_dir: Annotated[Path, typer.Option(help="Checkpoints and loss log (resumed if present).")] = Path("runs/toy"),
     steps: Annotated[int, typer.Option(help="Total optimisation steps.")] = 20000,
     batch: Annotated[int, typer.Option(help="Clips per step.")] = 32,
+    lr: Annotated[float, typer.Option(help="Peak learning rate (AdamW, linear warm-up then cosine).")] = 3e-4,
     time_budget: Annotated[float, typer.Option(help="Stop (and checkpoint) after this many seconds.")] = 540.0,
     device: Annotated[str, typer.Option(help="Training device.")] = "cuda",
     export_to: Annotated[Path | None, typer.Option("--export", help="Write fp16 EMA weights + sidecar here.")] = None,
@@ -371,14 +372,14 @@ def train_toy(
     from relaxforcing.interrupts import Interrupted, stop_on_signals
     from relaxforcing.toyworld.train import TrainConfig, export, train
 
-    if steps < 1 or batch < 1 or not time_budget > 0:
-        raise ValueError("--steps, --batch and --time-budget must be positive")
+    if steps < 1 or batch < 1 or not time_budget > 0 or not lr > 0:
+        raise ValueError("--steps, --batch, --lr and --time-budget must be positive")
     check_folder_flag("--run-dir", run_dir)
     if export_to is not None:
         check_folder_flag("--export", export_to)
     if init_from is not None and not (init_from / "toy.safetensors").is_file():
         raise ValueError(f"--init-from {init_from} holds no toy.safetensors (a folder written by --export)")
-    config = TrainConfig(steps=steps, batch=batch)
+    config = TrainConfig(steps=steps, batch=batch, lr=lr)
     with stop_on_signals("training step") as stop:
         result = train(run_dir, config, time_budget, device=device, init_from=init_from, stop_requested=stop)
     if stop() and not result["done"]:
