@@ -1,4 +1,5 @@
-"""The live viewer: the page in headless Chromium, same-origin checks, stop on disconnect, input validation."""
+"""The live viewer: the page in headless Chromium, same-origin checks, stop on disconnect, input validation, and
+the decoder each page picks."""
 
 from __future__ import annotations
 
@@ -15,14 +16,17 @@ from types import SimpleNamespace
 import av
 import httpx
 import pytest
+import torch
 import uvicorn
 from websockets.exceptions import InvalidStatus
 from websockets.sync.client import ClientConnection, connect
 
+from relaxforcing.codecs.toy_autoencoder import ToyAutoencoder
 from relaxforcing.loaders import load_toy
 from relaxforcing.server.app import create_app
 from relaxforcing.server.cli import WS_MAX_BYTES
-from relaxforcing.server.jobs import Job, JobRequest
+from relaxforcing.server.decoders import check_decoder_options, offered_decoders
+from relaxforcing.server.jobs import FRAME_HEADER, Job, JobRequest
 
 pytestmark = pytest.mark.e2e  # subprocesses, browsers, whole videos: the slow tier
 
@@ -33,9 +37,16 @@ PROMPT = "a red circle and a small yellow square bouncing on a checkered navy ba
 DOCS_SCREENSHOT = Path(__file__).resolve().parents[1] / "docs" / "assets" / "viewer.png"
 
 
+def random_toy_codec() -> ToyAutoencoder:
+    """A second decoder for the toy model's latents (random weights: other frames of the same size)."""
+    torch.manual_seed(0)
+    return ToyAutoencoder().eval().requires_grad_(False)
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[SimpleNamespace]:
-    app = create_app(load_toy("cpu"), max_seconds=60.0)
+    pipe = load_toy("cpu")
+    app = create_app(pipe, decoders={"toy": pipe.codec, "random": random_toy_codec()}, max_seconds=60.0)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -143,6 +154,7 @@ def test_page_streams_a_relax_video_with_its_memory_timeline(server, page, tmp_p
     assert page.locator("#pane-0 .timeline .col").count() == 42
     assert page.locator("#pane-0 .timeline [data-score]").count() == 4  # relax's four scored candidates
     assert page.locator("#pane-0 .timeline .col.switch").count() == 1
+    assert page.inner_text("#pane-0 .decoder") == "toy codec"  # the server's default decoder
     assert "relax: switched to “a blue square" in page.inner_text("#log")
     assert page.locator("#pane-0 .timeline .prompt.p1").count() > 0  # frames made under the second prompt
     wait_for(page, "() => +document.querySelector('#pane-0').dataset.framesPlayed >= 16")
@@ -178,6 +190,30 @@ def test_two_policies_side_by_side(server, page):
     assert [r for r, _, _ in roles(page, 0)] == ["sink", "sink", "history", "tail", "current", "current", "current"]
 
 
+def test_the_page_picks_a_decoder(server, page):
+    page.goto(server.url)
+    page.wait_for_selector("#connection.on")
+    options = page.eval_on_selector_all("#decoder option", "options => options.map(o => [o.value, o.textContent])")
+    assert options == [["toy", "toy codec"], ["random", "random"]] and page.input_value("#decoder") == "toy"
+    page.fill("#prompt", PROMPT)
+    page.fill("#seconds", "1")
+    page.select_option("#decoder", "random")
+    page.click("#generate")
+    wait_for(page, "() => document.querySelector('#pane-0')?.dataset.done === 'done'")
+    page.wait_for_selector("#pane-0[data-frames-received='24']")
+    assert page.get_attribute("#pane-0", "data-decoder") == "random"
+    assert page.inner_text("#pane-0 .decoder") == "random"
+    assert "(decoder: random)" in page.inner_text("#pane-0 .details")
+    assert "_random.mp4" in httpx.get(server.url + page.get_attribute("#pane-0 .download", "href"),
+                                      timeout=30).headers["content-disposition"]
+
+    page.eval_on_selector("#decoder", "select => select.append(new Option('gone', 'gone'))")  # a stale page
+    page.select_option("#decoder", "gone")
+    page.click("#generate")
+    page.wait_for_function("t => document.querySelector('#error').textContent.includes(t)",
+                           arg="unknown decoder 'gone'; this server offers toy, random")
+
+
 def test_cross_origin_requests_are_refused(server):
     with pytest.raises(InvalidStatus) as refused:
         connect(server.ws, origin="http://evil.example", proxy=None, open_timeout=10)
@@ -200,6 +236,14 @@ def test_bad_messages_get_an_error_reply(server):
             ({"type": "start", "prompt": "", "memory": "relax", "seconds": 5, "seed": 1}, "the prompt is empty"),
             ({"type": "start", "prompt": PROMPT, "memory": "nope", "seconds": 5, "seed": 1},
              "unknown memory policy 'nope'"),
+            ({"type": "start", "prompt": PROMPT, "memory": "relax", "seconds": 5, "seed": 1, "decoder": "nope"},
+             "unknown decoder 'nope'; this server offers toy, random"),
+            ({"type": "start", "prompt": PROMPT, "memory": "relax", "seconds": 5, "seed": 1, "decoder": "tae"},
+             "the tiny decoder (tae) is not loaded on this server (start it with --decoder-weights"),
+            ({"type": "start", "prompt": PROMPT, "memory": "relax", "seconds": 5, "seed": 1, "decoder": "wan"},
+             "decoder 'wan' does not decode this model's latents"),
+            ({"type": "start", "prompt": PROMPT, "memory": "relax", "seconds": 5, "seed": 1, "decoder": 1},
+             "decoder must be a decoder name, got 1"),
         ]:
             ws.send(message if isinstance(message, str) else json.dumps(message))
             assert expected in receive(ws, "error", timeout=10)["message"]
@@ -233,7 +277,7 @@ def test_non_finite_latents_fail_the_job_and_keep_its_frames(tmp_path, nan_from_
     pipe = load_toy("cpu")
     nan_from_chunk(pipe, 2)  # chunks 0 and 1 succeed
     sent: list = []
-    job = Job(pipe, JobRequest(PROMPT, ("relax",), 3.0, 0), tmp_path, sent.append)
+    job = Job(pipe, JobRequest(PROMPT, ("relax",), 3.0, 0, "toy"), tmp_path, sent.append)
     job.run()  # in this thread
     messages = [m for m in sent if isinstance(m, dict)]
     assert [m["type"] for m in messages] == ["started", "chunk", "chunk", "error", "done"]
@@ -242,3 +286,100 @@ def test_non_finite_latents_fail_the_job_and_keep_its_frames(tmp_path, nan_from_
     assert messages[4]["downloads"] == [f"/video/{job.id}/0.mp4"]
     with av.open(str(job.paths[0])) as container:
         assert sum(1 for _ in container.decode(video=0)) == 24  # the two good chunks, playable
+
+
+# ---- decoders ---------------------------------------------------------------------------------------------------
+
+
+def frames_of(ws: ClientConnection, timeout: float = 120) -> tuple[dict, dict, dict[int, bytes]]:
+    """(``started``, ``done``, video frame index -> image bytes of pane 0) of the job just started on ``ws``."""
+    started, frames = receive(ws, "started", timeout), {}
+    deadline = time.monotonic() + timeout
+    while True:
+        message = ws.recv(timeout=max(0.1, deadline - time.monotonic()))
+        if isinstance(message, bytes):
+            pane, _, _, index = FRAME_HEADER.unpack_from(message)
+            if pane == 0:
+                frames[index] = message[FRAME_HEADER.size:]
+        elif (parsed := json.loads(message))["type"] == "done":
+            return started, parsed, frames
+        elif parsed["type"] == "chunk":
+            assert parsed["decoder"] == started["decoder"]
+        elif parsed["type"] == "error":
+            pytest.fail(parsed["message"])
+
+
+def test_config_lists_the_decoders(server):
+    config = httpx.get(server.url + "/api/config").json()
+    assert config["decoders"] == [{"name": "toy", "label": "toy codec"}, {"name": "random", "label": "random"}]
+    assert config["defaults"]["decoder"] == "toy"
+
+
+def test_each_decoder_streams_its_own_frames(server):
+    made = {}
+    with connect(server.ws, proxy=None) as ws:
+        for decoder in (None, "toy", "random"):  # None: the server's default
+            start = {"type": "start", "prompt": PROMPT, "memory": "relax", "seconds": 1, "seed": 3}
+            ws.send(json.dumps(start if decoder is None else {**start, "decoder": decoder}))
+            started, done, frames = frames_of(ws)
+            assert started["decoder"] == (decoder or "toy") and done["state"] == "done"
+            assert sorted(frames) == list(range(24))  # 1 s -> 6 latent frames -> 2 chunks x 12
+            made[decoder] = frames
+            video = httpx.get(server.url + done["downloads"][0], timeout=30)
+            assert f"_{decoder or 'toy'}.mp4" in video.headers["content-disposition"]
+    assert made[None] == made["toy"]  # same seed, same decoder: the same frames
+    assert made["toy"] != made["random"]  # the same latents, decoded by another codec
+
+
+def test_serve_offers_the_tiny_decoder_beside_the_wan_vae(tmp_path, monkeypatch):
+    """A tiny Wan2.1 stack with a TAEHV-layout file: the page can pick either decoder; both stream Wan's frame count
+    and the VAE is loaded once."""
+    pytest.importorskip("diffusers")
+    from starlette.testclient import TestClient
+    from wan_fixtures import TEST_LATENT_HW, TEST_SIZE, public_tae_file, tiny_dit, write_self_forcing_pt, write_wan_dir
+
+    from relaxforcing import loaders
+    from relaxforcing.codecs.tiny_wan import TinyWanCodec
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    monkeypatch.setitem(loaders.SIZES, TEST_SIZE, TEST_LATENT_HW)
+    pipe = loaders.load_wan(write_self_forcing_pt(tmp_path / "dit.pt", tiny_dit()), write_wan_dir(tmp_path / "wan"),
+                            device="cpu", size=TEST_SIZE)
+    vae = pipe.codec
+    assert offered_decoders(pipe) == ({"wan": vae}, "wan")
+    decoders, default = offered_decoders(pipe, "tae", public_tae_file(tmp_path))
+    assert list(decoders) == ["wan", "tae"] and default == "tae"
+    assert decoders["wan"] is vae is pipe.codec and isinstance(decoders["tae"], TinyWanCodec)
+    with pytest.raises(ValueError, match="--decoder tae needs --decoder-weights"):
+        offered_decoders(pipe, "tae")
+
+    app = create_app(pipe, decoders=decoders, default_decoder=default, allowed_hosts=["testserver"])
+    with TestClient(app) as client:
+        config = client.get("/api/config").json()
+        assert [d["name"] for d in config["decoders"]] == ["wan", "tae"] and config["defaults"]["decoder"] == "tae"
+        with client.websocket_connect("/ws") as ws:
+            for decoder in ("wan", "tae"):
+                ws.send_json({"type": "start", "prompt": "a cat runs on the beach", "memory": "relax",
+                              "seconds": 0.75, "seed": 7, "decoder": decoder})
+                frames = 0
+                while (message := ws.receive()).get("text") is None or json.loads(message["text"])["type"] != "done":
+                    if message.get("text") is None:
+                        frames += 1
+                    elif (parsed := json.loads(message["text"]))["type"] in ("started", "chunk"):
+                        assert parsed["decoder"] == decoder
+                    else:
+                        assert parsed["type"] != "error", parsed["message"]
+                assert json.loads(message["text"])["state"] == "done" and frames == 9  # 3 latents -> 1 + 4 * 2
+
+
+def test_decoder_options_are_checked_before_the_model_loads():
+    check_decoder_options("wan", None, toy=True)
+    for decoder, weights, toy, expected in [("vae", None, False, "--decoder 'vae': choose wan"),
+                                            ("tae", None, False, "--decoder tae needs --decoder-weights"),
+                                            ("tae", Path("t.pth"), True, "the embedded toy model has its own codec"),
+                                            ("wan", Path("t.pth"), True, "the embedded toy model has its own codec")]:
+        with pytest.raises(ValueError, match=expected):
+            check_decoder_options(decoder, weights, toy)
+    pipe = load_toy("cpu")
+    assert offered_decoders(pipe) == ({"toy": pipe.codec}, "toy")  # --decoder wan: the model's own codec

@@ -15,10 +15,12 @@ from fastapi.responses import FileResponse, JSONResponse, Response
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from relaxforcing.codecs.base import Codec
 from relaxforcing.memory import POLICIES
 from relaxforcing.pipeline import VideoPipeline
 from relaxforcing.sampling.session import DEFAULT_RECACHE_FRAMES
 from relaxforcing.server.connection import Connection
+from relaxforcing.server.decoders import label
 from relaxforcing.server.jobs import MAX_PANES, MAX_RECACHE_FRAMES, JobBoard
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
@@ -60,6 +62,8 @@ def same_origin(origin: str | None, host_header: str | None) -> bool:
 def create_app(
     pipeline: VideoPipeline,
     *,
+    decoders: dict[str, Codec] | None = None,
+    default_decoder: str | None = None,
     allowed_hosts: Sequence[str] | None = LOCAL_HOSTS,
     max_seconds: float = 60.0,
     max_jobs: int = 2,
@@ -68,6 +72,9 @@ def create_app(
     """The viewer for ``pipeline``.
 
     Args:
+        decoders: the decoders a page may pick, by name (``decoders.offered_decoders``); default: the pipeline's
+            own codec only.
+        default_decoder: the one a page starts with; default: the first of ``decoders``.
         allowed_hosts: accepted ``Host`` header names (guards against DNS rebinding); None accepts any.
         max_seconds: longest video a page may ask for.
         max_jobs: generations running at once over all connections.
@@ -76,7 +83,7 @@ def create_app(
     hosts = None if allowed_hosts is None else {h.lower() for h in allowed_hosts}
     folder = Path(tempfile.mkdtemp(prefix="relaxforcing-serve-"))
     try:
-        board = JobBoard(pipeline, folder, max_seconds, max_jobs, keep_jobs)
+        board = JobBoard(pipeline, folder, max_seconds, max_jobs, keep_jobs, decoders, default_decoder)
     except ValueError:
         shutil.rmtree(folder, ignore_errors=True)
         raise
@@ -116,8 +123,10 @@ def create_app(
         return JSONResponse({
             "model": pipeline.name, "fps": pipeline.fps, "policies": list(POLICIES), "max_panes": MAX_PANES,
             "max_seconds": max_seconds, "max_recache": MAX_RECACHE_FRAMES, "vocabulary": vocabulary,
+            "decoders": [{"name": name, "label": label(name)} for name in board.decoders],
             "defaults": {"prompt": EXAMPLE_PROMPT if pipeline.name == "toy" else "", "memory": "relax",
-                         "seconds": min(10.0, max_seconds), "seed": 42, "recache": DEFAULT_RECACHE_FRAMES},
+                         "seconds": min(10.0, max_seconds), "seed": 42, "recache": DEFAULT_RECACHE_FRAMES,
+                         "decoder": board.default_decoder},
         })
 
     @app.get("/video/{job_id}/{pane}.mp4")
@@ -129,7 +138,7 @@ def create_app(
             raise HTTPException(409, "the video is still being generated")
         spec = job.request.memories[pane].split(":")[0]
         return FileResponse(job.paths[pane], media_type="video/mp4",
-                            filename=f"relaxforcing_{spec}_seed{job.request.seed}.mp4")
+                            filename=f"relaxforcing_{spec}_seed{job.request.seed}_{job.request.decoder}.mp4")
 
     app.mount("/static", StaticFiles(directory=static_dir()), name="static")
 

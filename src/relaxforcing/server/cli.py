@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from relaxforcing.options import CompileOption, DecoderOption, DecoderWeightsOption, OffloadOption
+from relaxforcing.options import CompileOption, OffloadOption
 
 WS_MAX_BYTES = 12 << 20
 """Largest message the page may send: a start picture (``jobs.MAX_IMAGE_BYTES``, a third larger in base64) and a
@@ -52,8 +52,12 @@ def register(app: typer.Typer) -> None:
         max_jobs: Annotated[int, typer.Option(help="Generations running at once over all pages.")] = 2,
         compile: CompileOption = None,
         offload: OffloadOption = "auto",
-        decoder: DecoderOption = "wan",
-        decoder_weights: DecoderWeightsOption = None,
+        decoder: Annotated[str, typer.Option(
+            help="The decoder a page starts with: wan (the full Wan VAE) or tae (the tiny TAEHV preview decoder, "
+                 "needs --decoder-weights). Each page can pick any decoder the server holds.")] = "wan",
+        decoder_weights: Annotated[Path | None, typer.Option(
+            help="Weights of the tiny decoder (taew2_1.pth or .safetensors); pages can then pick it besides the Wan "
+                 "VAE. Wan checkpoints only.")] = None,
     ) -> None:
         """Serve the live viewer: type a prompt, watch it stream, inspect the memory, switch prompts."""
         try:
@@ -63,16 +67,20 @@ def register(app: typer.Typer) -> None:
         except ImportError as error:
             raise ImportError(f"`relaxforcing serve` needs the serve extra (pip install 'relaxforcing[serve]'): "
                               f"{error}") from None
-        from relaxforcing.loaders import load_pipeline, with_decoder
+        from relaxforcing.loaders import load_pipeline
+        from relaxforcing.server.decoders import check_decoder_options, offered_decoders
 
+        check_decoder_options(decoder, decoder_weights, toy=checkpoint is None)  # before minutes of loading
         with listen(host, port) as listener:
             pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device, compile=compile,
                                  offload=offload)
-            with_decoder(pipe, decoder, decoder_weights)  # tae: the tiny decoder, what a live preview wants
+            decoders, default = offered_decoders(pipe, decoder, decoder_weights)  # each page picks one of them
             hosts = allowed_hosts_for(host)
-            web = create_app(pipe, allowed_hosts=hosts, max_seconds=max_seconds, max_jobs=max_jobs)
+            web = create_app(pipe, decoders=decoders, default_decoder=default, allowed_hosts=hosts,
+                             max_seconds=max_seconds, max_jobs=max_jobs)
             shown = f"[{host}]" if ":" in host else host
-            print(f"relaxforcing viewer ({pipe.name} model) on http://{shown}:{port}/  (Ctrl+C to stop)")
+            print(f"relaxforcing viewer ({pipe.name} model; decoders: {', '.join(decoders)}, default {default}) on "
+                  f"http://{shown}:{port}/  (Ctrl+C to stop)")
             if hosts is None:
                 print(f"warning: listening on {host} accepts any Host header; anyone on the network can generate")
             config = uvicorn.Config(web, log_level="warning", ws_max_size=WS_MAX_BYTES)

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from relaxforcing.sampling.session import DEFAULT_RECACHE_FRAMES
-from relaxforcing.server.jobs import MAX_RECACHE_FRAMES, Job, JobBoard, JobRequest, check_int, check_prompt
+from relaxforcing.server.jobs import MAX_RECACHE_FRAMES, Job, JobBoard, check_int, check_prompt
 
 
 class Connection:
@@ -63,11 +63,9 @@ class Connection:
             if self.job is not None:
                 self.job.stop()
                 await run_in_threadpool(self.job.thread.join)
-            board = self.board
-            request = await run_in_threadpool(JobRequest.parse, message, board.pipeline, board.max_seconds,
-                                              board.video)
+            request = await run_in_threadpool(self.board.parse, message)
             self.seq += 1
-            self.job = board.start(request, self.send, self.seq)
+            self.job = self.board.start(request, self.send, self.seq)
         elif kind == "switch":
             if self.job is None or self.job.finished:
                 raise ValueError("nothing is being generated; start a video first")

@@ -11,7 +11,7 @@ import shutil
 import struct
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,11 +19,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from relaxforcing.codecs.base import Codec
 from relaxforcing.media import open_clip, read_image
 from relaxforcing.memory import build_policy
 from relaxforcing.output import VideoOutput
 from relaxforcing.pipeline import StartFrames, VideoPipeline
 from relaxforcing.sampling import StreamSession
+from relaxforcing.server.decoders import check_decoder, label, offered_decoders
 from relaxforcing.video import VideoWriter, partial_path
 
 MAX_PANES = 2
@@ -77,22 +79,28 @@ def check_image(value: object) -> np.ndarray:
 
 @dataclass(frozen=True)
 class JobRequest:
-    """What the page asked for: one prompt and seed, one memory policy per pane, and what the video starts from:
-    a picture (its first frame) or the first pane's video of an earlier job (continued)."""
+    """What the page asked for: one prompt and seed, one memory policy per pane, the decoder (by name), and what the
+    video starts from: a picture (its first frame) or the first pane's video of an earlier job (continued)."""
 
     prompt: str
     memories: tuple[str, ...]
     seconds: float
     seed: int
+    decoder: str
     image: np.ndarray | None = None
     extend: Path | None = None
     """The mp4 to continue."""
 
     @classmethod
     def parse(cls, message: dict, pipeline: VideoPipeline, max_seconds: float,
-              videos: Callable[[str], Path] | None = None) -> JobRequest:
+              videos: Callable[[str], Path] | None = None, decoders: Mapping[str, Codec] | None = None,
+              default_decoder: str | None = None) -> JobRequest:
         """Validate a ``start`` message; raises ValueError naming the bad field. ``videos`` maps a job id to its
-        finished first video (for ``extend``)."""
+        finished first video (for ``extend``); ``decoders`` are those the server offers (default: the pipeline's own
+        codec), ``default_decoder`` the one used when the message names none (default: the first)."""
+        if decoders is None:
+            decoders = offered_decoders(pipeline)[0]
+        decoder = check_decoder(message.get("decoder", default_decoder or next(iter(decoders))), decoders)
         prompt = check_prompt(pipeline, message.get("prompt"))
         memories = message.get("memory")
         memories = [memories] if isinstance(memories, str) else memories
@@ -119,7 +127,7 @@ class JobRequest:
                 raise ValueError("extend must name an earlier job")
             extend = videos(message["extend"])
             open_clip(extend)
-        return cls(prompt, tuple(memories), float(seconds), seed, image, extend)
+        return cls(prompt, tuple(memories), float(seconds), seed, decoder, image, extend)
 
 
 class Job:
@@ -127,14 +135,18 @@ class Job:
 
     Messages go to ``send``: JSON-ready dicts (``started``, ``chunk``, ``switched``, ``error``, ``done``) and, after
     each ``chunk``, one binary message per video frame (``FRAME_HEADER`` + PNG or JPEG). Panes take turns chunk by
-    chunk, so two policies advance together. Each pane's video is also written to ``folder/pane{i}.mp4``.
+    chunk, so two policies advance together. Each pane's video is also written to ``folder/pane{i}.mp4``. Frames
+    are decoded by ``codec`` (default: the pipeline's own), the decoder ``request.decoder`` names, with a chunk
+    decoder per pane; images and clips to start from are encoded by the pipeline's own codec.
     """
 
-    def __init__(self, pipeline: VideoPipeline, request: JobRequest, folder: Path, send: Outbox, seq: int = 0):
+    def __init__(self, pipeline: VideoPipeline, request: JobRequest, folder: Path, send: Outbox, seq: int = 0,
+                 codec: Codec | None = None):
         self.id = secrets.token_hex(8)
         self.seq = seq % 256
         self.pipeline = pipeline
         self.request = request
+        self.codec = codec if codec is not None else pipeline.codec
         self.folder = folder / self.id
         self.paths = [self.folder / f"pane{i}.mp4" for i in range(len(request.memories))]
         self.send = send
@@ -204,12 +216,13 @@ class Job:
         self.send({"type": "started", "job": self.id, "seq": self.seq, "fps": pipe.fps, "upscale": pipe.upscale,
                    "chunk_frames": pipe.model.config.chunk_frames, "frames_per_latent": pipe.frames_per_latent,
                    "latent_frames": self.num_frames, "total_chunks": self.total_chunks, "prompt": req.prompt,
-                   "seed": req.seed, "panes": [s.sampler.policy.spec() for s in sessions]})
+                   "seed": req.seed, "decoder": req.decoder, "decoder_label": label(req.decoder),
+                   "panes": [s.sampler.policy.spec() for s in sessions]})
         began = time.perf_counter()
         video_frames = [0] * len(sessions)
         with ExitStack() as stack:
-            outputs = [VideoOutput(pipe.codec.chunk_decoder(), [stack.enter_context(VideoWriter(p, fps=pipe.fps,
-                                                                                          upscale=pipe.upscale))])
+            outputs = [VideoOutput(self.codec.chunk_decoder(), [stack.enter_context(VideoWriter(p, fps=pipe.fps,
+                                                                                           upscale=pipe.upscale))])
                        for p in self.paths]
             if req.extend is not None:  # the download holds the clip, then the new frames
                 for frame in open_clip(req.extend).frames(pipe.frame_hw, pipe.fps):
@@ -234,7 +247,7 @@ class Job:
                     output.write(frames[None])
                     self.send({"type": "chunk", "job": self.id, "seq": self.seq, "pane": pane, "chunk": chunk.index,
                                "start": chunk.start, "first_frame": video_frames[pane], "frames": len(frames),
-                               "compute_ms": round(compute_ms, 1),
+                               "compute_ms": round(compute_ms, 1), "decoder": req.decoder,
                                "elapsed_s": round(time.perf_counter() - began, 3),
                                "prompt": session.prompts[0], "trace": chunk.trace[0]})
                     for i, frame in enumerate(frames):
@@ -262,15 +275,30 @@ class Job:
 
 class JobBoard:
     """Every job of one server: starts new ones within ``max_jobs`` running, keeps the last ``keep_jobs`` finished
-    ones (and their mp4s) for download, deletes older ones."""
+    ones (and their mp4s) for download, deletes older ones. ``decoders`` are the codecs pages may pick by name
+    (default: the pipeline's own codec), ``default_decoder`` the one a page gets when it names none (default: the
+    first)."""
 
-    def __init__(self, pipeline: VideoPipeline, folder: Path, max_seconds: float, max_jobs: int, keep_jobs: int):
+    def __init__(self, pipeline: VideoPipeline, folder: Path, max_seconds: float, max_jobs: int, keep_jobs: int,
+                 decoders: dict[str, Codec] | None = None, default_decoder: str | None = None):
         if not max_seconds > 0 or max_jobs < 1 or keep_jobs < 1:
             raise ValueError(f"max_seconds={max_seconds} must be > 0, max_jobs={max_jobs} and "
                              f"keep_jobs={keep_jobs} >= 1")
+        if decoders is None:
+            decoders = offered_decoders(pipeline)[0]
+        default_decoder = default_decoder or next(iter(decoders), "")
+        if default_decoder not in decoders:
+            raise ValueError(f"the default decoder {default_decoder!r} is not among the decoders offered "
+                             f"({', '.join(decoders)})")
         self.pipeline, self.folder = pipeline, folder
         self.max_seconds, self.max_jobs, self.keep_jobs = max_seconds, max_jobs, keep_jobs
+        self.decoders, self.default_decoder = decoders, default_decoder
         self.jobs: dict[str, Job] = {}
+
+    def parse(self, message: dict) -> JobRequest:
+        """A ``start`` message checked against this server's limits, decoders and finished videos."""
+        return JobRequest.parse(message, self.pipeline, self.max_seconds, self.video, self.decoders,
+                                self.default_decoder)
 
     def start(self, request: JobRequest, send: Outbox, seq: int) -> Job:
         """Start a job for ``request``; raises ValueError when ``max_jobs`` are already running."""
@@ -281,7 +309,7 @@ class JobBoard:
         for job in finished[: max(0, len(finished) - self.keep_jobs)]:
             shutil.rmtree(job.folder, ignore_errors=True)
             del self.jobs[job.id]
-        job = Job(self.pipeline, request, self.folder, send, seq)
+        job = Job(self.pipeline, request, self.folder, send, seq, self.decoders[request.decoder])
         self.jobs[job.id] = job
         job.start()
         return job

@@ -6,7 +6,7 @@
   const HEADER_BYTES = 8; // pane u8, job seq u8, format u16 (0 PNG, 1 JPEG), video frame index u32 (little endian)
   const IMAGE_TYPES = ["image/png", "image/jpeg"];
 
-  let config = { fps: 16, policies: [], max_recache: 24 };
+  let config = { fps: 16, policies: [], max_recache: 24, decoders: [] };
   let socket = null;
   let job = null; // the generation shown: {id, seq, fps, chunkFrames, totalChunks, panes, state}
   let clickedAt = 0;
@@ -51,6 +51,11 @@
     $("#seconds").value = d.seconds;
     $("#seed").value = d.seed;
     $("#recache").value = d.recache;
+    const decoders = config.decoders.map(({ name, label }) =>
+      Object.assign(document.createElement("option"), { value: name, textContent: label }));
+    $("#decoder").replaceChildren(...decoders);
+    $("#decoder").value = d.decoder;
+    $("#decoder").disabled = decoders.length < 2; // nothing to choose: shown for what it says
     $("#seconds").title = `1 to ${config.max_seconds} seconds`;
     $("#recache").title = `0 to ${config.max_recache} latent frames`;
     if (config.vocabulary.length) {
@@ -126,13 +131,15 @@
     job = {
       id: message.job, seq: message.seq, fps: message.fps, upscale: message.upscale,
       chunkFrames: message.chunk_frames, totalChunks: message.total_chunks, state: "running", panes: [],
+      decoder: message.decoder, decoderLabel: message.decoder_label,
     };
     const host = $("#panes");
     host.replaceChildren();
     $("#log").replaceChildren();
     job.panes = message.panes.map((spec, index) => makePane(host, spec, index));
     setRunning(true);
-    setStatus(`generating ${message.latent_frames} latent frames (${message.total_chunks} chunks) for “${message.prompt}”, seed ${message.seed}`);
+    setStatus(`generating ${message.latent_frames} latent frames (${message.total_chunks} chunks) for “${message.prompt}”, ` +
+              `seed ${message.seed}, decoder: ${message.decoder_label}`);
   }
 
   function makePane(host, spec, index) {
@@ -143,6 +150,8 @@
     $(".policy", root).textContent = name;
     $(".spec", root).textContent = spec;
     $(".state", root).textContent = "starting…";
+    $(".decoder", root).textContent = job.decoderLabel;
+    root.dataset.decoder = job.decoder;
     const pane = {
       root, spec, canvas: $(".screen", root), ctx: null, timeline: $(".timeline", root), scrub: $(".scrub", root),
       records: [], switches: new Map(), frames: [], expected: 0, received: 0, decoded: 0, played: 0,
@@ -159,7 +168,8 @@
 
   function onChunk(message) {
     const pane = job.panes[message.pane];
-    pane.records.push({ ...message.trace, prompt: message.prompt, compute_ms: message.compute_ms });
+    pane.records.push({ ...message.trace, prompt: message.prompt, compute_ms: message.compute_ms,
+                        decoder: message.decoder });
     pane.latentFrames = Math.max(pane.latentFrames, message.start + job.chunkFrames);
     pane.expected += message.frames;
     const made = message.first_frame + message.frames;
@@ -334,7 +344,7 @@
       const chosen = new Set(record.attended.filter((a) => a.role === "history").map((a) => a.frame));
       parts.push(`history candidates: ${[...candidates].map(([f, s]) => `${f} (${s.toFixed(4)}${chosen.has(f) ? " ✓" : ""})`).join(", ")}`);
     }
-    parts.push(`${Math.round(record.compute_ms)} ms`);
+    parts.push(`${Math.round(record.compute_ms)} ms (decoder: ${record.decoder})`);
     return parts.join(" · ");
   }
 
@@ -348,7 +358,7 @@
     $("#generate").disabled = true;
     send({
       type: "start", prompt: $("#prompt").value, memory, seconds: asNumber($("#seconds").value),
-      seed: asNumber($("#seed").value), ...extra,
+      seed: asNumber($("#seed").value), ...($("#decoder").value ? { decoder: $("#decoder").value } : {}), ...extra,
     }).finally(() => { $("#generate").disabled = false; });
   }
 
