@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from relaxforcing.devices import upload
 from relaxforcing.toyworld.scene import FRAME_SIZE, KINDS, OBJECT_COLORS, RING_INNER
 from relaxforcing.toyworld.world import World
 
@@ -59,12 +60,13 @@ def render_batch(
         color[i, : len(looks)] = [OBJECT_COLORS[look.color] for look in looks]
     background = np.stack([w.scene.background.image() for w in worlds])  # [B, H, W, 3]
 
-    center_t = torch.from_numpy(center).to(device, torch.float32)  # [B, T, N, 2], NaN in empty slots
+    # Asynchronous uploads: a training loop's host keeps running ahead of the device while it renders.
+    center_t = upload(torch.from_numpy(center).float(), device)  # [B, T, N, 2], NaN in empty slots
     xy = torch.nan_to_num(center_t)
-    kind_t, radius_t = torch.from_numpy(kind).to(device), torch.from_numpy(radius).to(device)
-    color_t = torch.from_numpy(color).to(device, torch.float32)  # [B, N, 3]
+    kind_t, radius_t = upload(torch.from_numpy(kind), device), upload(torch.from_numpy(radius), device)
+    color_t = upload(torch.from_numpy(color), device).float()  # [B, N, 3]
     grid = torch.arange(FRAME_SIZE, dtype=torch.float32, device=device) + 0.5  # pixel centres
-    video = torch.from_numpy(background).to(device, torch.float32)[:, None].expand(b, t, -1, -1, -1)
+    video = upload(torch.from_numpy(background), device).float()[:, None].expand(b, t, -1, -1, -1)
     alphas = []
     for slot in range(n):  # draw order: later objects cover earlier ones
         dx = grid - xy[:, :, slot, 0, None, None]  # [B, T, 1, W]

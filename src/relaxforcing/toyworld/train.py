@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from relaxforcing.codecs.toy_autoencoder import ToyAutoencoder
+from relaxforcing.devices import upload
 from relaxforcing.model.config import WanConfig
 from relaxforcing.model.wan import CausalWanModel
 from relaxforcing.sampling.schedule import FlowSchedule
@@ -71,7 +72,7 @@ class ToyData:
         video, captions = self.clips(size, 4 * CLIP_LATENT_FRAMES)
         with torch.no_grad():
             latents = codec.encode(video)  # [B, 16, 21, 16, 16]
-        return latents, self.text.encode(captions).to(self.device)
+        return latents, upload(self.text.encode(captions), self.device)
 
 
 def train_codec(codec: ToyAutoencoder, data: ToyData, seconds: float) -> float:
