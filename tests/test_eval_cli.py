@@ -113,6 +113,21 @@ def test_eval_writes_report_and_marks_weight_dimensions_missing(app: typer.Typer
     assert f"wrote {out / 'eval.md'}" in result.output
 
 
+def test_eval_reports_the_seam_of_a_continued_video(app: typer.Typer, tmp_path: Path) -> None:
+    spliced = tmp_path / "spliced.mp4"  # 2 s of one clip, then 1 s of another: a jump at 2 s
+    write_video(spliced, [*moving_shapes(32, 64, 64, 2, seed=0), *list(moving_shapes(32, 64, 64, 2, seed=1))[16:]],
+                fps=16)
+    out = tmp_path / "eval"
+    result = runner.invoke(app, ["eval", str(spliced), "--out", str(out), "--seam-at", "2"])
+    assert result.exit_code == 0, result.output
+    seam = json.loads((out / "eval.json").read_text())["videos"][0]["seam"]
+    assert seam["at_s"] == 2 and not seam["within_spread"] and seam["seam_px"] > seam["before_max_px"]
+    assert "ABOVE the clip's own frame-to-frame motion" in result.output
+    assert "## Seam at 2 s" in (out / "eval.md").read_text()
+    bad = runner.invoke(app, ["eval", str(spliced), "--out", str(tmp_path / "e2"), "--seam-at", "0"])
+    assert bad.exit_code != 0 and "--seam-at must be positive" in str(bad.exception)
+
+
 def test_eval_bad_path_is_one_line_exit_2(app: typer.Typer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                           capsys: pytest.CaptureFixture) -> None:
     monkeypatch.setattr(cli, "app", app)  # main's error handling around our app, before cli.py is wired

@@ -56,6 +56,9 @@ def eval_command(
                           "laion_head, musiq. Never downloaded.")] = None,
     trace: Annotated[Path | None, typer.Option(
         help="Generation trace (JSON lines, from `generate --trace`) to draw as memory_timeline.png.")] = None,
+    seam_at: Annotated[float | None, typer.Option(
+        help="Seconds where the videos continue a given clip (generate --extend): report the motion across that "
+             "seam against the clip's own frame-to-frame motion.")] = None,
 ) -> None:
     """Score videos clip by clip (VBench-Long protocol) and write eval.json, eval.md and plots."""
     from relaxforcing.evaluation.suite import check_inputs, run_eval
@@ -65,7 +68,9 @@ def eval_command(
     check_inputs(videos, out)
     if trace is not None:
         read_trace(trace)  # a bad trace fails before the slow part
-    results = run_eval(list(videos), out, backends=backends, weights=weight_paths)
+    if seam_at is not None and not seam_at > 0:
+        raise ValueError(f"--seam-at must be positive seconds, got {seam_at}")
+    results = run_eval(list(videos), out, backends=backends, weights=weight_paths, seam_at=seam_at)
     outputs = results["outputs"]
     clips = sum(v["num_clips"] for v in results["videos"])
     print(f"wrote {outputs['markdown']}")
@@ -80,6 +85,12 @@ def eval_command(
     missing = [m for m, e in summary.items() if e["status"] != "ok"]
     if missing:
         print(f"  missing (no local weights): {', '.join(missing)}")
+    for video in results["videos"]:
+        if "seam" in video:
+            seam = video["seam"]
+            verdict = "within" if seam["within_spread"] else "ABOVE"
+            print(f"  seam at {seam['at_s']:g} s in {video['path']}: {seam['seam_px']:.2f} px, {verdict} the clip's "
+                  f"own frame-to-frame motion (mean {seam['before_mean_px']:.2f}, max {seam['before_max_px']:.2f} px)")
     if trace is not None:
         print(f"  memory timeline: {plot_memory_timeline(trace, Path(out) / 'memory_timeline.png')}")
 

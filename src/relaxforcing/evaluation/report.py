@@ -58,6 +58,16 @@ def markdown_report(results: dict) -> str:
             f"{summary['score']:.4f}" if summary["status"] == "ok" else "missing")
         row = [f"`{metric}`", official, all_videos] + [_cell(v["metrics"].get(metric)) for v in videos]
         lines.append("| " + " | ".join(row) + " |")
+    seams = [(Path(v["path"]).name, v["seam"]) for v in videos if "seam" in v]
+    if seams:
+        lines += ["", f"## Seam at {seams[0][1]['at_s']:g} s (continued clips)", "",
+                  "Mean optical-flow magnitude (px/frame) across the seam, against the clip's own frame-to-frame "
+                  "motion before it and the continuation's after it.", "",
+                  "| video | seam | before: mean | before: max | after: mean | after: max | within spread |",
+                  "|---|---|---|---|---|---|---|"]
+        lines += [f"| {name} | {s['seam_px']:.3f} | {s['before_mean_px']:.3f} | {s['before_max_px']:.3f} | "
+                  f"{s['after_mean_px']:.3f} | {s['after_max_px']:.3f} | {'yes' if s['within_spread'] else 'no'} |"
+                  for name, s in seams]
     missing = {m: s["reason"] for m, s in results["summary"].items() if s["status"] != "ok"}
     if missing:
         lines += ["", "## Missing", ""] + [f"- `{m}`: {reason}" for m, reason in missing.items()]

@@ -21,6 +21,7 @@ from relaxforcing.evaluation.drift import DRIFT_FRACTION, start_end_drift, time_
 from relaxforcing.evaluation.dynamic_degree import clip_dynamic_degree
 from relaxforcing.evaluation.flicker import FREEZE_MAE, consecutive_mae, freeze_fraction, temporal_flickering
 from relaxforcing.evaluation.report import write_report
+from relaxforcing.evaluation.seam import seam_motion
 from relaxforcing.evaluation.sink_collapse import SINK_VIDEO_FRAMES, lowest_late_distance, sink_distances
 from relaxforcing.evaluation.smoothness import motion_smoothness
 from relaxforcing.evaluation.video_io import iter_frames, probe_video, read_video
@@ -193,12 +194,25 @@ def _metric_catalogue(resolved: Mapping[str, ResolvedBackend]) -> dict[str, dict
     return catalogue
 
 
+SEAM_WINDOW_SECONDS = 2.0
+"""Frames compared on each side of a seam (``seam_at``)."""
+
+
 def evaluate_videos(videos: Sequence[Path], backends: Mapping[str, str | Sequence[str]] | None = None,
-                    weights: Mapping[str, Path] | None = None) -> dict:
-    """Evaluates each video; returns the results dict that :func:`run_eval` writes (see docs/evaluation.md)."""
+                    weights: Mapping[str, Path] | None = None, seam_at: float | None = None) -> dict:
+    """Evaluates each video; returns the results dict that :func:`run_eval` writes (see docs/evaluation.md).
+
+    ``seam_at``: seconds where each video continues a given clip (``generate --extend``); adds the motion across
+    that seam against the clip's own frame-to-frame motion (:mod:`relaxforcing.evaluation.seam`).
+    """
     resolved = resolve_backends(backends, weights)
     tick = time.perf_counter()
     per_video = [evaluate_video(Path(v), resolved) for v in videos]
+    if seam_at is not None:
+        for entry in per_video:
+            fps = entry["fps"]
+            entry["seam"] = {"at_s": seam_at, **seam_motion(iter_frames(Path(entry["path"])), round(seam_at * fps),
+                                                            round(SEAM_WINDOW_SECONDS * fps)).summary()}
     return {
         "protocol": {
             "clips": f"VBench-Long fixed-length split, {CLIP_SECONDS}-s clips of int(fps) * {CLIP_SECONDS} frames, "
@@ -228,7 +242,7 @@ def check_inputs(videos: Sequence[Path], out_dir: Path) -> list[Path]:
 
 
 def run_eval(videos: list[Path], out_dir: Path, backends: dict | None = None,
-             weights: dict[str, Path] | None = None) -> dict:
+             weights: dict[str, Path] | None = None, seam_at: float | None = None) -> dict:
     """Evaluates ``videos`` and writes ``eval.json``, ``eval.md`` and ``plots/*.png`` under ``out_dir``.
 
     Raises:
@@ -236,6 +250,6 @@ def run_eval(videos: list[Path], out_dir: Path, backends: dict | None = None,
             (see :func:`~relaxforcing.evaluation.backends.resolve_backends`); messages are one line.
     """
     paths = check_inputs(videos, out_dir)
-    results = evaluate_videos(paths, backends, weights)
+    results = evaluate_videos(paths, backends, weights, seam_at)
     results["outputs"] = {k: str(v) for k, v in write_report(results, Path(out_dir)).items()}
     return results
