@@ -38,6 +38,7 @@ class HostSlots:
 
     def __init__(self, slots: int, shape: tuple[int, ...], dtype: torch.dtype, pin: bool):
         key = (shape, dtype, pin)
+        _check_room(slots, key)
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="relaxforcing-host")
         self._futures: list[Future[Block]] = [executor.submit(_take, key) for _ in range(slots)]
         executor.shutdown(wait=False)
@@ -49,6 +50,36 @@ class HostSlots:
     def nbytes(self) -> int:
         """Bytes of the blocks made so far."""
         return sum(k.nbytes + v.nbytes for k, v in (f.result() for f in self._futures if f.done()))
+
+
+HEADROOM = 0.9
+"""Share of the available host memory a store may take: the rest is left to the process and the system."""
+
+
+def available_host_bytes() -> int | None:
+    """Host memory the kernel could hand out now without swapping (Linux ``MemAvailable``); None where unknown."""
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return None
+
+
+def _check_room(slots: int, key: tuple) -> None:
+    """Raise a one-line ValueError before any work when the blocks a new store must make cannot fit in host memory
+    (recycled blocks on the free list cost nothing new)."""
+    shape, dtype, _ = key
+    with _free_lock:
+        new_blocks = max(0, slots - len(_free.get(key, [])))
+    need = new_blocks * 2 * torch.Size(shape).numel() * dtype.itemsize
+    available = available_host_bytes()
+    if available is not None and need > HEADROOM * available:
+        raise ValueError(f"the offloaded frame store needs {need / 1e9:.1f} GB of host memory and "
+                         f"{available / 1e9:.1f} GB are available; use --offload none (the store stays on the GPU) "
+                         f"or free host memory")
 
 
 def _take(key: tuple) -> Block:
