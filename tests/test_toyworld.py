@@ -182,7 +182,7 @@ def test_metrics_are_perfect_on_ground_truth(clip) -> None:
     for truth in (tracks, None):
         m = world_metrics(video, world, truth)
         assert m["persistence"] == 1 and m["persistence_all"] == 1 and m["first_vanish_s"] == math.inf
-        assert m["freeze_rate"] == 0
+        assert m["shape_accuracy"] == 1 and m["freeze_rate"] == 0
         assert m["physics_error_px"] < 0.05
         assert m["color_error_de00"] < 0.1 and m["color_drift_de00"] < 0.1
         assert m["background_error_de76"] < 0.01
@@ -198,7 +198,7 @@ def test_metrics_stay_clean_across_worlds() -> None:
         world = sample_world(seed)
         video, tracks = render(world, 96)
         m = world_metrics(video, world.scene, tracks)
-        assert m["persistence"] == 1 and m["freeze_rate"] == 0, seed
+        assert m["persistence"] == 1 and m["shape_accuracy"] == 1 and m["freeze_rate"] == 0, seed
         assert m["physics_error_px"] < 0.15 and m["track_error_px"] < 0.1, seed
         assert m["color_error_de00"] < 0.5 and m["background_error_de76"] < 0.1, seed
         assert world_metrics(video, caption(world.scene))["persistence"] == 1, seed  # occlusion-aware without tracks

@@ -1,4 +1,5 @@
-"""World-truth metrics of a toy-world video: persistence, tracks, physics, colour, motion, freezing, background."""
+"""World-truth metrics of a toy-world video: persistence, shape, tracks, physics, colour, motion, freezing,
+background."""
 
 from __future__ import annotations
 
@@ -11,7 +12,8 @@ import numpy as np
 import torch
 
 from relaxforcing.toyworld.render import Tracks
-from relaxforcing.toyworld.scene import FPS, FRAME_SIZE, OBJECT_COLORS, SIZES, Scene, shape_area
+from relaxforcing.toyworld.render import _coverage as _shape_coverage
+from relaxforcing.toyworld.scene import FPS, FRAME_SIZE, KINDS, OBJECT_COLORS, SIZES, Scene, shape_area
 from relaxforcing.toyworld.world import SPEED_RANGE, World, reflect_into, scene_of
 
 DETECT_TOLERANCE_DE76 = 40.0
@@ -30,6 +32,12 @@ FREEZE_RATIO = 0.2
 """A window is frozen for an object when its speed there is below this fraction of the true speed."""
 EDGE_FRACTION = 0.15
 """Early and late segments are the first and last 15% of the analysed frames (FramePack drift convention)."""
+MIN_SHAPE_IOU = 0.7
+"""A detected object is classified as the world shape whose rendering fits it best (IoU, see ``analyze``) only when
+that fit reaches this; below it the object is no world shape. Measured: a lone rendered shape fits its own at 0.93
+or more and other world shapes at 0.86 at most (circle/square); after the toy codec's round trip 95% of triangles and
+rings still fit theirs at 0.73 and 0.77 or more (circles and squares 0.89); a 1.5:1 ellipse fits a circle at 0.76,
+a 2:1 ellipse every shape under 0.65."""
 
 
 @dataclass(frozen=True)
@@ -44,6 +52,13 @@ class WorldAnalysis:
     """``[T, N]`` bool: enough pixels of the object's colour."""
     present: np.ndarray
     """``[T, N]`` bool: detected, or plausibly hidden (not expected visible by the tracks, or behind an object)."""
+    shape_iou: np.ndarray
+    """``[T, N, len(KINDS)]`` IoU of the object's shape (its coverage cut at half peak) with each world shape
+    rendered at its centroid and area; NaN unless detected (with some coverage), fully visible (by the tracks, if
+    any) and well apart from the other objects."""
+    shape_correct: np.ndarray
+    """``[T, N]`` 1 where the best fit of ``shape_iou`` is the named shape and reaches ``MIN_SHAPE_IOU``, else 0;
+    NaN where ``shape_iou`` is."""
     center: np.ndarray
     """``[T, N, 2]`` detected centroid (x, y) in pixels where detected and clear of other objects."""
     color_error: np.ndarray
@@ -106,6 +121,7 @@ class WorldAnalysis:
         return {
             "persistence": float(self.present[s].mean()),
             "persistence_all": float(self.present[s].all(1).mean()),
+            "shape_accuracy": _nanmean(_nanmean(self.shape_correct[s], axis=0)),  # per object, then over objects
             "track_error_px": _nanmean(self.track_error[s]),
             "physics_error_px": _nanmean(self.physics_error[s]),
             "color_error_de00": _nanmean(self.color_error[s]),
@@ -156,6 +172,14 @@ def analyze(
     the object colour), which keeps them sub-pixel exact on anti-aliased video; colours are averaged over the
     object's interior pixels. Colour errors are ΔE2000, background errors ΔE76.
 
+    Shapes are classified by geometry against the world's renderer: an object's shape (its coverage map around
+    the largest 8-connected piece of its pixels, so stray edge pixels of another colour's outline are not part of
+    it, cut at half its peak) is compared (IoU) with each world shape that the renderer draws at its centroid with
+    the same area, cut at half coverage (the world never rotates shapes). Only frames where the object is whole and
+    unambiguous count: detected, fully visible by the tracks if given, and every other object's centre (true
+    centres with tracks, detected ones without) farther than ``sqrt(2)`` times the two half-extents plus a pixel,
+    so no neighbour or occluder of any world shape can touch it.
+
     Videos upscaled by an integer factor (``H = W = 64 s``) are area-downsampled first. Object sizes the scene
     leaves open (None) are inferred from the detected areas. Positions and velocities of a ``World`` are not
     used: motion truth comes only from ``tracks``.
@@ -197,9 +221,15 @@ def analyze(
             raise ValueError(f"tracks.center has shape {gt_center.shape}, expected {(t, n, 2)} for this video")
         present = detected | (gt_visible < EXPECTED_VISIBLE_FRACTION)
         clear &= gt_visible >= 0.999
+        whole = detected & (gt_visible >= 0.999) & _apart(gt_center, radii)
     else:
         present = detected | _hidden_behind(detected, centroid, radii, round(OCCLUSION_SECONDS * fps))
+        whole = detected & _apart(centroid, radii)
     center = np.where(clear[..., None], centroid, np.nan)
+    shape_iou = _shape_iou(weight, hard, whole)
+    named = np.array([KINDS.index(look.kind) for look in scene.looks])
+    fit = np.nan_to_num(shape_iou, nan=-1.0)
+    shape_correct = np.where(fit[..., 0] >= 0, (fit.argmax(-1) == named) & (fit.max(-1) >= MIN_SHAPE_IOU), np.nan)
 
     # 3. Motion: step speeds, reference speeds, bounce-model prediction.
     speed = np.full((t, n), np.nan)
@@ -216,6 +246,8 @@ def analyze(
         fps=fps,
         detected=detected,
         present=present,
+        shape_iou=shape_iou,
+        shape_correct=shape_correct,
         center=center,
         color_error=color_error,
         lab=mean_lab,
@@ -239,6 +271,9 @@ def world_metrics(
     Keys (per object values averaged over objects; NaN where undefined):
         persistence: fraction of frames an object is present (detected, or plausibly hidden by occlusion).
         persistence_all / persistence_min: fraction of frames all objects are present / the worst object's value.
+        shape_accuracy: fraction of an object's measurable frames (whole, unoccluded, apart from the others) in
+            which its detected mask is classified as its named shape (see ``analyze``), averaged over the objects
+            that have such frames (NaN if none; an object never drawn counts in persistence, not here).
         first_vanish_s: start of the first >= 0.25 s absence of any object, in seconds (inf: never).
         track_error_px: centroid distance to the ground-truth centre (needs ``tracks``).
         physics_error_px: one-step prediction error of a constant-speed, wall-bounce model fitted to the
@@ -354,6 +389,57 @@ def _pixel_xy() -> np.ndarray:
     """Pixel-centre planes ``(x, y)``, ``[2, 1, 1, H * W]``."""
     centre = np.arange(FRAME_SIZE, dtype=np.float32) + 0.5
     return np.stack(np.meshgrid(centre, centre, indexing="xy")).reshape(2, 1, 1, -1)
+
+
+def _apart(center: np.ndarray, radii: np.ndarray) -> np.ndarray:
+    """``[T, N]`` bool: no other object's centre (``[T, N, 2]``, NaN: unknown) is within ``sqrt(2)`` times the two
+    half-extents plus a pixel, where two world shapes of any kind could touch."""
+    n = len(radii)
+    gap = np.linalg.norm(center[:, :, None] - center[:, None], axis=-1)  # [T, N, N]
+    near = (gap <= math.sqrt(2) * (radii[:, None] + radii[None]) + 1) & ~np.eye(n, dtype=bool)
+    return ~near.any(2)
+
+
+def _shape_iou(weight: np.ndarray, hard: np.ndarray, measured: np.ndarray) -> np.ndarray:
+    """IoU ``[T, N, len(KINDS)]`` of each object's shape with every world shape as the world's renderer draws it at
+    the same centroid and area; NaN where not ``measured`` (``[T, N]``) or nothing is covered.
+
+    An object's shape is its coverage map (``weight``, ``[N, T, H, W]``) within a pixel of the largest 8-connected
+    piece of its pixels (``hard``), cut at half its peak; rendered shapes are cut at half coverage. Cutting both
+    keeps blur from making every shape fit equally well: a blurred disc stays a disc.
+    """
+    out = np.full((*measured.shape, len(KINDS)), np.nan)
+    count = int(measured.sum())
+    for pairs in np.array_split(np.argwhere(measured), -(-count // 512)) if count else []:  # [P, 2] (t, n)
+        seen = np.zeros((len(pairs), FRAME_SIZE, FRAME_SIZE), dtype=np.float32)
+        for i, (t, k) in enumerate(pairs):
+            _, labels, stats, _ = cv2.connectedComponentsWithStats(hard[k, t].astype(np.uint8), connectivity=8)
+            if len(stats) > 1:
+                seen[i] = weight[k, t] * (_box3(labels == 1 + int(stats[1:, cv2.CC_STAT_AREA].argmax())) > 0)
+        mass = seen.reshape(len(pairs), -1).sum(-1)
+        pairs, seen, mass = pairs[mass > 0], seen[mass > 0], mass[mass > 0]
+        if not len(pairs):
+            continue
+        xy = (seen.reshape(len(pairs), 1, -1) * _pixel_xy().reshape(1, 2, -1)).sum(-1) / mass[:, None]  # [P, 2]
+        shape = seen >= 0.5 * seen.max((1, 2), keepdims=True)  # [P, H, W]
+        area = shape.reshape(len(pairs), -1).sum(-1)  # [P]
+        # Compare in a window around each centroid that holds every shape of that area (a triangle's apex, at its
+        # circumradius, reaches farthest); the world's shapes never leave the frame, so none is cut at its edge.
+        half = math.ceil(math.sqrt(area.max() / shape_area("triangle", 1.0))) + 2
+        corner = np.floor(xy).astype(np.int64) - half  # [P, 2] window origin (x, y) in frame pixels
+        span = np.arange(2 * half + 1)
+        cols, rows = (corner[:, i, None] + half + span for i in (0, 1))  # in the frame padded by ``half``
+        padded = np.pad(shape, [(0, 0), (half, half), (half, half)])
+        mine = padded[np.arange(len(pairs))[:, None, None], rows[:, :, None], cols[:, None, :]][:, None]  # [P,1,S,S]
+        offset = torch.from_numpy(corner[..., None] + span + 0.5 - xy[..., None]).float()  # [P, 2, S] from centroid
+        dx, dy = offset[:, 0, None, None, :], offset[:, 1, None, :, None]  # [P, 1, 1, S], [P, 1, S, 1]
+        drawn = torch.cat([
+            _shape_coverage(dx, dy, torch.full((len(pairs),), index),
+                            torch.from_numpy(np.sqrt(area / shape_area(kind, 1.0))).float())
+            for index, kind in enumerate(KINDS)
+        ], 1).numpy() >= 0.5  # [P, K, S, S]
+        out[pairs[:, 0], pairs[:, 1]] = (mine & drawn).sum((-2, -1)) / (mine | drawn).sum((-2, -1))
+    return out
 
 
 def _bounce_prediction_error(center: np.ndarray, radii: np.ndarray) -> np.ndarray:
