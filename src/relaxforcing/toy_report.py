@@ -74,6 +74,35 @@ def table(rows: list[dict], seconds: Sequence[float]) -> str:
     return "\n".join(lines)
 
 
+def against(rows: list[dict], seconds: Sequence[float], reference: str = "relax",
+            metrics: Sequence[str] = REPORTED) -> str:
+    """Markdown: each policy minus ``reference`` per length, paired by prompt (same prompt, same seed), as
+    ``mean ± 2 SE`` over the prompts both finished; **bold** where the difference exceeds twice its standard error,
+    i.e. is larger than the prompt-to-prompt (seed-to-seed) spread. Frames with no finite value are left out."""
+    by_prompt = {(r["policy"], r["prompt"]): r for r in rows}
+    keys = [k for k in metrics if k != "first_vanish_s"]
+    lines = [f"| policy - {reference} | length | n | " + " | ".join(keys) + " |", "|---|---|---|" + "---|" * len(keys)]
+    for policy in dict.fromkeys(r["policy"] for r in rows):
+        if policy == reference:
+            continue
+        pairs = [(by_prompt[(policy, p)], by_prompt[(reference, p)]) for (q, p) in by_prompt
+                 if q == policy and (reference, p) in by_prompt]
+        for s in seconds:
+            cells = []
+            for key in keys:
+                diff = np.array([a["metrics"][str(s)].get(key, np.nan) - b["metrics"][str(s)].get(key, np.nan)
+                                 for a, b in pairs], dtype=float)
+                diff = diff[np.isfinite(diff)]
+                if diff.size < 2:
+                    cells.append("n/a")
+                    continue
+                mean, two_se = diff.mean(), 2 * diff.std(ddof=1) / np.sqrt(diff.size)
+                cell = f"{mean:+.3f} ± {two_se:.3f}"
+                cells.append(f"**{cell}**" if abs(mean) > two_se else cell)
+            lines.append(f"| {policy} | {s:g} s | {len(pairs)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def _mean_cell(values: np.ndarray) -> str:
     finite = values[np.isfinite(values)]
     if values.size and np.isinf(values).all():

@@ -11,8 +11,7 @@ import cv2
 import numpy as np
 import torch
 
-from relaxforcing.toyworld.render import Tracks
-from relaxforcing.toyworld.render import _coverage as _shape_coverage
+from relaxforcing.toyworld.render import Tracks, shape_coverage
 from relaxforcing.toyworld.scene import FPS, FRAME_SIZE, KINDS, OBJECT_COLORS, SIZES, Scene, shape_area
 from relaxforcing.toyworld.world import SPEED_RANGE, World, reflect_into, scene_of
 
@@ -434,7 +433,7 @@ def _shape_iou(weight: np.ndarray, hard: np.ndarray, measured: np.ndarray) -> np
         offset = torch.from_numpy(corner[..., None] + span + 0.5 - xy[..., None]).float()  # [P, 2, S] from centroid
         dx, dy = offset[:, 0, None, None, :], offset[:, 1, None, :, None]  # [P, 1, 1, S], [P, 1, S, 1]
         drawn = torch.cat([
-            _shape_coverage(dx, dy, torch.full((len(pairs),), index),
+            shape_coverage(dx, dy, torch.full((len(pairs),), index),
                             torch.from_numpy(np.sqrt(area / shape_area(kind, 1.0))).float())
             for index, kind in enumerate(KINDS)
         ], 1).numpy() >= 0.5  # [P, K, S, S]

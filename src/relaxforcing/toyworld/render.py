@@ -71,7 +71,7 @@ def render_batch(
     for slot in range(n):  # draw order: later objects cover earlier ones
         dx = grid - xy[:, :, slot, 0, None, None]  # [B, T, 1, W]
         dy = grid[:, None] - xy[:, :, slot, 1, None, None]  # [B, T, H, 1]
-        alpha = _coverage(dx, dy, kind_t[:, slot], radius_t[:, slot])  # [B, T, H, W]
+        alpha = shape_coverage(dx, dy, kind_t[:, slot], radius_t[:, slot])  # [B, T, H, W]
         video = video + alpha[..., None] * (color_t[:, slot, None, None, None] - video)
         alphas.append(alpha)
     # Visible share of each object: its coverage times what the objects drawn after it let through.
@@ -91,7 +91,7 @@ def to_float(video: torch.Tensor) -> torch.Tensor:
     return video.movedim(-1, -3).float() / 127.5 - 1.0
 
 
-def _coverage(dx: torch.Tensor, dy: torch.Tensor, kind: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
+def shape_coverage(dx: torch.Tensor, dy: torch.Tensor, kind: torch.Tensor, radius: torch.Tensor) -> torch.Tensor:
     """Anti-aliased pixel coverage in [0, 1], ``[B, T, H, W]``, of one object slot per batch item.
 
     ``dx``, ``dy``: pixel centre minus object centre; ``kind``, ``radius``: ``[B]`` (radius 0 = empty slot).
