@@ -1,15 +1,16 @@
-"""The field's training-free memories (Deep Forcing, Rolling Sink) against brute-force replays of the authors'
-physical caches, and the compression's picks against scores recomputed from raw layer-0 keys."""
+"""The field's training-free memories (Deep Forcing, MemRoPE, Rolling Sink) against brute-force replays of the
+authors' physical caches, and the compression's picks against scores recomputed from raw layer-0 keys."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from naive_memory import NaiveStore
+from naive_memory import NaiveMemRoPE, NaiveStore
 from test_memory import run
 
 from relaxforcing.memory import build_policy
 from relaxforcing.memory.policies.base import LayoutStore
+from relaxforcing.sampling import ChunkSampler, StreamSession
 
 
 def rolling_sink_cache(chunks: int, window: int = 21, f: int = 3) -> list[list[tuple[int, int]]]:
@@ -101,6 +102,105 @@ def test_deep_picks_the_top_scored_tokens_and_counts_reuse(tiny_model, tiny_cont
 
 
 def test_existing_views_carry_no_token_masks():
-    for name in ("dense", "sink", "longlive", "infinity", "relax", "rollingsink"):
+    for name in ("dense", "sink", "longlive", "infinity", "relax", "memrope", "rollingsink"):
         view = build_policy(name).select(LayoutStore(300), 300)
         assert view.keep_tokens is None and view.memo is None
+
+
+def memrope_cache(chunks: int, sink: int = 3, window: int = 12, f: int = 3) -> list[tuple[list, list[int]]]:
+    """Replay MemRoPE's cache (``causal_model.py``, ``compression_method='ema'``) as a list of slot labels (a frame,
+    or "long" / "short" for the EMA slots); per chunk, the labels it attends (positions = slot indices) and the
+    frames folded into the EMA slots before it."""
+    cache: list = []
+    seen = []
+    for c in range(0, chunks * f, f):
+        folded: list[int] = []
+        if len(cache) + f > window:  # rolling: pool the f frames after the EMA slots, shift the recent ones down
+            folded = cache[sink + 2:sink + 2 + f]
+            cache = cache[:sink] + ["long", "short"] + cache[sink + 2 + f:]
+        seen.append((list(cache), folded))
+        cache += list(range(c, c + f))
+    return seen
+
+
+@pytest.mark.parametrize("spec, sink, window", [("memrope", 3, 12), ("memrope:sink=2,window=15", 2, 15),
+                                                ("memrope:sink=0,window=6", 0, 6)])
+def test_memrope_matches_a_replay_of_the_authors_cache(spec, sink, window):
+    policy = build_policy(spec)
+    names = {-1: "long", -2: "short"}
+    for chunk, (labels, folded) in enumerate(memrope_cache(60, sink, window)):
+        start = 3 * chunk
+        view = policy.select(LayoutStore(start), start)
+        assert [names.get(f, f) for f in view.frames[0].tolist()] == labels
+        assert view.positions[0].tolist() == list(range(len(labels)))
+        assert view.query_positions.tolist() == list(range(len(labels), len(labels) + 3))
+        assert [fold.frames[0].tolist() for fold in view.folds] == ([folded] * 2 if folded else [])
+        read = [f for f in view.frames[0].tolist() + folded if f >= 0]
+        assert all(f < policy.sink_frames or start - f <= policy.max_lag for f in read)
+
+
+def test_memrope_defaults_and_steady_layout():
+    policy = build_policy("memrope")
+    assert (policy.sink, policy.window, policy.alpha_long, policy.alpha_short, policy.adaptive) == \
+        (3, 12, 0.01, 0.1, False)
+    assert policy.recent == 4 and policy.max_lag == 7 and policy.synthesised_frames == 2
+    assert policy.steady_frames() == 9 and build_policy(policy.spec()) == policy
+    view = policy.select(LayoutStore(300), 300)
+    assert view.roles == ("sink",) * 3 + ("ema_long", "ema_short") + ("tail",) * 4
+    assert [fold.frames[0].tolist() for fold in view.folds] == [[293, 294, 295]] * 2
+    assert [(fold.rule.alpha, fold.rule.first) for fold in view.folds] == [(0.01, False), (0.1, False)]
+    assert all(fold.rule.first for fold in policy.select(LayoutStore(12), 12).folds)
+
+
+@pytest.mark.parametrize("spec, message", [("memrope:window=10", "multiple of the chunk size"),
+                                           ("memrope:sink=8", "hold sink=8"), ("memrope:alpha_long=0", "in"),
+                                           ("memrope:alpha_short=1.5", "must be in")])
+def test_memrope_rejects_bad_parameters(spec, message):
+    with pytest.raises(ValueError, match=message):
+        build_policy(spec)
+
+
+MEMROPE_SPECS = [("memrope", {}), ("memrope:adaptive=true", {"adaptive": True}),
+                 ("memrope:sink=2,window=15,alpha_long=0.05,alpha_short=0.3",
+                  {"sink": 2, "window": 15, "alpha_long": 0.05, "alpha_short": 0.3}),
+                 ("memrope:sink=0,window=6,adaptive=true", {"sink": 0, "window": 6, "adaptive": True})]
+
+
+@pytest.mark.parametrize("spec, rule", MEMROPE_SPECS)
+def test_memrope_engine_matches_the_authors_cache(tiny_model, tiny_context, spec, rule):
+    """Store + synthesised EMA frames + reader give, bit for bit, what a replay of the authors' physical cache
+    (EMA in place, FIFO shift, positions 0..) gives, far past the warm-up, for a batch of two."""
+    fast, fast_trace = run(tiny_model, tiny_context, spec, 60)
+    naive, naive_trace = run(tiny_model, tiny_context, spec, 60, store=NaiveMemRoPE(2, 4, **rule))
+    assert fast_trace == naive_trace
+    assert torch.equal(fast, naive)
+
+
+def test_memrope_trace_names_sinks_ema_slots_and_recent_frames(tiny_model, tiny_context):
+    _, trace = run(tiny_model, tiny_context, "memrope", 45)
+    for record in trace:
+        t = record["start"]
+        pairs = [(a["frame"], a["role"], a["position"]) for a in record["attended"]]
+        if t < 12:
+            assert [p[0] for p in pairs] == list(range(t + 3)) and [p[2] for p in pairs] == list(range(t + 3))
+            continue
+        assert pairs == [(0, "sink", 0), (1, "sink", 1), (2, "sink", 2), (-1, "ema_long", 3), (-2, "ema_short", 4),
+                         *((t - 4 + i, "tail", 5 + i) for i in range(4)),
+                         *((t + i, "current", 9 + i) for i in range(3))]
+        assert record["attended"][3]["folded"] == record["attended"][4]["folded"] == [t - 7, t - 6, t - 5]
+
+
+@pytest.mark.parametrize("with_store", [True, False])
+def test_memrope_resumes_bit_for_bit(tiny_model, tiny_context, with_store):
+    """A snapshot after the EMA slots have been folded into continues the stream exactly, whether it holds the store
+    (synthesised frames included) or the clean latents to replay."""
+    sampler = ChunkSampler(tiny_model, build_policy("memrope:adaptive=true"))
+    whole = torch.cat([c.latents for c in StreamSession(sampler, tiny_context, [3, 4], (4, 4), 48)], dim=2)
+    first = StreamSession(sampler, tiny_context, [3, 4], (4, 4), 48, record_latents=True)
+    head = [first.next_chunk().latents for _ in range(9)]
+    tensors, meta = first.state_tensors(with_store), first.state_meta()
+    second = StreamSession(sampler, tiny_context, [3, 4], (4, 4), 48)
+    if not with_store:
+        second.replay(first.recorded_latents())
+    second.restore(tensors, meta)
+    assert torch.equal(torch.cat(head + [c.latents for c in second], dim=2), whole)

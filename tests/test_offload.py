@@ -14,7 +14,7 @@ from relaxforcing.sampling.sampler import resolve_offload, staging_frames
 HW = (4, 4)
 SPECS = ["relax", "relax:reservoir=24,hist=2,candidates=3,tail=2", "relax:contiguous_rope=true,reservoir=30",
          "dense:window=6", "longlive", "infinity", "sink", "deep:sink=4,window=12,budget=9,recent=3,reuse=2",
-         "rollingsink:window=9"]
+         "rollingsink:window=9", "memrope", "memrope:adaptive=true,sink=2,window=9"]
 
 
 def session(model, spec: str, offload: str, frames: int | None = 75, keep: int = 0, seeds=(3, 4)) -> StreamSession:
@@ -38,7 +38,8 @@ def test_offloaded_store_gives_the_resident_video_bit_for_bit(tiny_model, spec, 
     assert offloaded_trace == resident_trace
     store = offloaded_session.store
     if offloaded_session.sampler.offload != "none":
-        assert store.host_nbytes() > 0 and store.k.shape[2] <= store.sink_frames + store.ring_frames
+        assert store.host_nbytes() > 0
+        assert store.k.shape[2] <= store.sink_frames + store.ring_frames + store.synthesised_frames
 
 
 def test_relax_keeps_sinks_tail_and_one_staged_frame_on_the_device(tiny_model):
@@ -72,14 +73,17 @@ def test_auto_offloads_history_on_cuda_only_for_policies_that_have_one():
         resolve_offload("gpu", build_policy("relax"), cpu)
 
 
-@pytest.mark.parametrize("saved_with, restored_with", [("history", "none"), ("none", "history"), ("all", "history")])
-def test_snapshots_move_between_offload_modes(tiny_model, saved_with, restored_with):
-    """A state saved from one store layout continues bit for bit in another (the snapshot layout is canonical)."""
-    reference, _ = video(session(tiny_model, "relax", "none", frames=90))
-    first = session(tiny_model, "relax", saved_with, frames=90)
+@pytest.mark.parametrize("saved_with, restored_with", [("history", "none"), ("none", "history"), ("all", "history"),
+                                                       ("none", "all"), ("all", "none")])
+@pytest.mark.parametrize("spec", ["relax", "memrope"])
+def test_snapshots_move_between_offload_modes(tiny_model, spec, saved_with, restored_with):
+    """A state saved from one store layout continues bit for bit in another (the snapshot layout is canonical;
+    synthesised frames travel beside it)."""
+    reference, _ = video(session(tiny_model, spec, "none", frames=90))
+    first = session(tiny_model, spec, saved_with, frames=90)
     head = [first.next_chunk().latents for _ in range(17)]
     tensors, meta = first.state_tensors(), first.state_meta()
-    second = session(tiny_model, "relax", restored_with, frames=90)
+    second = session(tiny_model, spec, restored_with, frames=90)
     second.restore(tensors, meta)
     tail = [c.latents for c in second]
     assert torch.equal(torch.cat(head + tail, dim=2), reference)

@@ -2,7 +2,8 @@
 
 Trace format: JSON lines, one per chunk per sample, e.g. ``{"chunk": 5, "start": 15, "sample": 0,
 "attended": [{"frame": 0, "role": "sink", "position": 11}, ...], "candidates": [{"frame": 9, "score": 0.12}]}``;
-``candidates`` appear only for policies that score history candidates (relax).
+``candidates`` appear only for policies that score history candidates (relax). A negative frame is a synthesised one
+(MemRoPE's EMA slots: ``{"frame": -1, "role": "ema_long", "position": 3, "folded": [5, 6, 7]}``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 ROLE_COLOURS = {"sink": "tab:red", "history": "tab:purple", "tail": "tab:blue", "window": "tab:cyan",
-                "current": "tab:green"}
+                "ema_long": "tab:orange", "ema_short": "tab:olive", "current": "tab:green"}
 """Attended-frame roles and their colours."""
 
 

@@ -32,6 +32,10 @@ class FrameStore:
     device holds ``[sinks (history only) | staging | recent ring]``: the newest ``recent_frames`` frames (written
     there at commit), and ``staging_frames`` slots into which :meth:`locate` copies any other frame a chunk
     attends. Writes to host memory run on a copy stream beside the model; nothing waits on the host.
+
+    A policy's ``synthesised_frames`` (frames made by folding stored frames in, e.g. MemRoPE's EMA slots) live on the
+    device after every other slot, whatever the offloading; views name synthesised frame s as frame ``-1-s``, and a
+    read applies the view's :class:`~relaxforcing.memory.view.Fold` s first, once per chunk.
     """
 
     def __init__(
@@ -49,6 +53,7 @@ class FrameStore:
         offload: str = "none",
         recent_frames: int = 0,
         staging_frames: int = 0,
+        synthesised_frames: int = 0,
     ):
         if ring_frames < 1 or sink_frames < 0:
             raise ValueError(f"ring_frames={ring_frames} must be >= 1 and sink_frames={sink_frames} >= 0")
@@ -67,7 +72,9 @@ class FrameStore:
             self.resident_sinks = sink_frames if offload == "history" else 0
             self.recent_frames = min(recent_frames, ring_frames) if offload == "history" else 0
             self.staging_frames = staging_frames
-        device_slots = self.resident_sinks + self.staging_frames + self.recent_frames
+        self.synthesised_frames = synthesised_frames
+        self._synthesised_base = self.resident_sinks + self.staging_frames + self.recent_frames  # their device slots
+        device_slots = self._synthesised_base + synthesised_frames
         shape = (num_layers, batch, device_slots, tokens_per_frame, num_heads, head_dim)  # [L, B, S_dev, T, H, D]
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
@@ -81,6 +88,7 @@ class FrameStore:
         self._copy_stream = torch.cuda.Stream(self.device) if cuda and offload != "none" else None
         self._reader = MemoryReader()  # its workspace, reused from chunk to chunk
         self._memos: dict[int, dict[str, torch.Tensor]] = {}  # chunk start -> the memo its view left (newest two)
+        self._folded_at = -1  # start of the last chunk whose folds were applied (-1: synthesised frames are empty)
 
     @property
     def batch(self) -> int:
@@ -100,7 +108,9 @@ class FrameStore:
         return self.sink_frames + (frame - self.sink_frames) % self.ring_frames
 
     def holds(self, frame: int) -> bool:
-        return 0 <= frame < self.num_frames and self.slot_frame[self.slot(frame)] == frame
+        if frame < 0:  # a synthesised frame, once something was folded into it
+            return -frame <= self.synthesised_frames and self._folded_at >= 0
+        return frame < self.num_frames and self.slot_frame[self.slot(frame)] == frame
 
     def _recent_index(self, frame: int) -> int:
         """Position of ``frame`` (past the sinks) in the recent ring."""
@@ -112,6 +122,8 @@ class FrameStore:
 
     def _device_slot(self, frame: int, sample: int) -> int | None:
         """The device slot holding ``frame`` for ``sample`` now (None: only in host memory)."""
+        if frame < 0:
+            return self._synthesised_base - 1 - frame
         if frame < self.sink_frames and self.resident_sinks:
             return frame
         if frame >= self.sink_frames and self.recent_frames and self._recent_frame[self._recent_index(frame)] == frame:
@@ -168,12 +180,32 @@ class FrameStore:
 
     def read(self, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryKV | None:
         """The rotated keys/values a chunk attends to under ``view``, in the store's reused workspace (valid until
-        the next read); None when the view attends no cached frame. Keeps the view's memo."""
+        the next read); None when the view attends no cached frame. Keeps the view's memo and applies its folds."""
         if view.memo is not None:
             self._memos[view.start] = {name: t.clone() for name, t in view.memo.items()}
             for stale in sorted(self._memos)[:-2]:
                 del self._memos[stale]
+        self._fold(view)
         return self._reader.read(self, view, grid_hw, head_dim)
+
+    def _fold(self, view: MemoryView) -> None:
+        """Fold stored frames into synthesised frames as ``view.folds`` say, layer by layer (a few frames' worth of
+        memory at a time), unless this chunk's folds are already applied: a view read twice folds once."""
+        if not view.folds or view.start <= self._folded_at:
+            return
+        rows = torch.arange(self.batch, device=self.device)[:, None]
+        for fold in view.folds:
+            if fold.slot >= self.synthesised_frames:
+                raise ValueError(f"a fold into synthesised frame {fold.slot}; the store keeps "
+                                 f"{self.synthesised_frames}")
+            slots = upload(self.locate(fold.frames), self.device)  # [B, n]
+            target = self._synthesised_base + fold.slot
+            for layer in range(self.num_layers):
+                k, v = fold.rule(self.k[layer, :, target], self.v[layer, :, target], self.k[layer, rows, slots],
+                                 self.v[layer, rows, slots])  # [B, T, H, D] each
+                self.k[layer, :, target] = k
+                self.v[layer, :, target] = v
+        self._folded_at = view.start
 
     def memo(self, before: int) -> dict[str, torch.Tensor] | None:
         """The newest memo left by a chunk starting before ``before`` (see :attr:`MemoryView.memo`)."""
@@ -244,6 +276,8 @@ class FrameStore:
         self._staged = [{shift(f): s for f, s in staged.items()} for staged in self._staged]
         self._memos = {start + frames: {name: torch.where(t >= self.sink_frames, t + frames, t) if name == "frames"
                                         else t for name, t in memo.items()} for start, memo in self._memos.items()}
+        if self._folded_at >= 0:  # the synthesised frames stand for the relabelled stream's
+            self._folded_at += frames
         self.num_frames += frames
 
     def commit(self, start: int, keys: list[torch.Tensor], values: list[torch.Tensor]) -> None:
@@ -301,17 +335,23 @@ class FrameStore:
 
     def state_tensors(self) -> dict[str, torch.Tensor]:
         """The frames in the canonical layout ``[L, B, S, T, H, D]`` whatever the offloading, for a snapshot (with
-        :meth:`state_meta`)."""
-        memos = {f"memo.{start}.{name}": t for start, memo in self._memos.items() for name, t in memo.items()}
+        :meth:`state_meta`); synthesised frames ``[L, B, n, T, H, D]`` apart."""
+        extra = {f"memo.{start}.{name}": t for start, memo in self._memos.items() for name, t in memo.items()}
+        if self.synthesised_frames:
+            base = self._synthesised_base
+            extra |= {"synthesised_k": self.k[:, :, base:], "synthesised_v": self.v[:, :, base:],
+                      "folded_at": torch.tensor(self._folded_at)}
         if self.offload == "none":
-            return {"k": self.k, "v": self.v, "prototype_sums": self.prototype_sums, **memos}
+            slots = len(self.slot_frame)
+            return {"k": self.k[:, :, :slots], "v": self.v[:, :, :slots], "prototype_sums": self.prototype_sums,
+                    **extra}
         if self._copy_stream is not None:
             self._copy_stream.synchronize()
         zeros = torch.zeros(self._frame_shape, dtype=self.k.dtype)
         held = [self._host[s] if frame >= 0 else (zeros, zeros) for s, frame in enumerate(self.slot_frame)]
         k = torch.stack([keys for keys, _ in held], dim=2)
         v = torch.stack([values for _, values in held], dim=2)
-        return {"k": k, "v": v, "prototype_sums": self.prototype_sums, **memos}
+        return {"k": k, "v": v, "prototype_sums": self.prototype_sums, **extra}
 
     def state_meta(self) -> dict:
         return {"num_frames": self.num_frames, "slot_frame": list(self.slot_frame)}
@@ -322,6 +362,10 @@ class FrameStore:
         frames_shape = (*self._frame_shape[:2], slots, *self._frame_shape[2:])  # [L, B, S, T, H, D]
         expected = {"k": (frames_shape, self.k.dtype), "v": (frames_shape, self.k.dtype),
                     "prototype_sums": (tuple(self.prototype_sums.shape), self.prototype_sums.dtype)}
+        if self.synthesised_frames:
+            made = (*self._frame_shape[:2], self.synthesised_frames, *self._frame_shape[2:])  # [L, B, n, T, H, D]
+            expected |= {"synthesised_k": (made, self.k.dtype), "synthesised_v": (made, self.k.dtype),
+                         "folded_at": ((), torch.long)}
         for name, (shape, dtype) in expected.items():
             saved = tensors.get(name)
             if saved is None or tuple(saved.shape) != shape or saved.dtype != dtype:
@@ -331,6 +375,10 @@ class FrameStore:
         if len(meta["slot_frame"]) != slots:
             raise ValueError(f"the saved frame store has {len(meta['slot_frame'])} slots, this one {slots}")
         self.prototype_sums.copy_(tensors["prototype_sums"])
+        if self.synthesised_frames:
+            self.k[:, :, self._synthesised_base:].copy_(tensors["synthesised_k"])
+            self.v[:, :, self._synthesised_base:].copy_(tensors["synthesised_v"])
+            self._folded_at = int(tensors["folded_at"])
         self._memos = {}
         for key, tensor in tensors.items():
             if key.startswith("memo."):
@@ -345,8 +393,8 @@ class FrameStore:
         for frame in recent:
             self._recent_frame[self._recent_index(frame)] = frame
         if self.offload == "none":
-            self.k.copy_(tensors["k"])
-            self.v.copy_(tensors["v"])
+            self.k[:, :, :slots].copy_(tensors["k"])
+            self.v[:, :, :slots].copy_(tensors["v"])
             return
         for frame in held:
             slot = self.slot(frame)

@@ -78,7 +78,8 @@ class ChunkSampler:
         return FrameStore(num_layers=cfg.num_layers, batch=batch, tokens_per_frame=h * w, num_heads=cfg.num_heads,
                           head_dim=cfg.head_dim, sink_frames=policy.sink_frames, ring_frames=max(1, policy.max_lag),
                           dtype=self.model.patch_embedding.weight.dtype, device=self.device, offload=self.offload,
-                          recent_frames=recent, staging_frames=staging_frames(policy, self.offload))
+                          recent_frames=recent, staging_frames=staging_frames(policy, self.offload),
+                          synthesised_frames=policy.synthesised_frames)
 
     def noise(self, generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
         """Fresh Gaussian noise ``[B, *shape]``, each sample from its own generator."""
@@ -207,7 +208,7 @@ def staging_frames(policy: MemoryPolicy, offload: str) -> int:
     sinks_resident = offload == "history"
     most = 0
     for view in policy.layouts():
-        far = {f for f in view.frames.flatten().tolist()
-               if not (f < policy.sink_frames and sinks_resident) and view.start - f > recent}
+        far = {f for f in view.frames.flatten().tolist()  # synthesised frames (f < 0) stay on the device
+               if f >= 0 and not (f < policy.sink_frames and sinks_resident) and view.start - f > recent}
         most = max(most, len(far))
     return most

@@ -282,7 +282,7 @@ def mark_given(records: list[dict], given_frames: int) -> None:
     attended cached frame that is a given one keeps its policy role with ``"given": true``."""
     for record in records:
         for entry in record["attended"]:
-            if entry["frame"] < given_frames:
+            if 0 <= entry["frame"] < given_frames:  # negative: a synthesised frame (MemRoPE's EMA slots)
                 if entry["role"] == "current":
                     entry["role"] = "given"
                 else:

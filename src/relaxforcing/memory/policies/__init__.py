@@ -10,17 +10,19 @@ from relaxforcing.memory.policies.deep import DeepPolicy
 from relaxforcing.memory.policies.dense import DensePolicy
 from relaxforcing.memory.policies.infinity import InfinityPolicy
 from relaxforcing.memory.policies.longlive import LongLivePolicy
+from relaxforcing.memory.policies.memrope import MemRoPEPolicy
 from relaxforcing.memory.policies.relax import RelaxPolicy
 from relaxforcing.memory.policies.rollingsink import RollingSinkPolicy
 from relaxforcing.memory.policies.sink import SinkPolicy
 
 POLICIES: dict[str, type[MemoryPolicy]] = {
     cls.name: cls for cls in (DensePolicy, SinkPolicy, LongLivePolicy, InfinityPolicy, RelaxPolicy, DeepPolicy,
-                              RollingSinkPolicy)
+                              MemRoPEPolicy, RollingSinkPolicy)
 }
 
 __all__ = ["POLICIES", "MemoryPolicy", "StoreView", "build_policy", "parse_memory_spec", "DensePolicy", "SinkPolicy",
-           "LongLivePolicy", "InfinityPolicy", "RelaxPolicy", "DeepPolicy", "RollingSinkPolicy"]
+           "LongLivePolicy", "InfinityPolicy", "RelaxPolicy", "DeepPolicy", "MemRoPEPolicy",
+           "RollingSinkPolicy"]
 
 
 def _convert(policy: str, key: str, raw: str, kind: type) -> object:

@@ -77,6 +77,12 @@ class MemoryPolicy(ABC):
         unless a policy reads only some of its older frames (relax: the tail; its history comes from far back)."""
         return self.max_lag
 
+    @property
+    def synthesised_frames(self) -> int:
+        """Frames the store keeps besides stored ones, made by folding stored frames in (``MemoryView.folds``, e.g.
+        MemRoPE's EMA slots); views name synthesised frame ``s`` as frame ``-1-s``."""
+        return 0
+
     def steady_frames(self) -> int:
         """Cached frames attended per chunk once warm-up is over (the memory length at steady state)."""
         far = 100_000 * self.chunk_frames
