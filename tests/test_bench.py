@@ -31,3 +31,14 @@ def test_bench_compares_store_placements_and_measures_twenty_minutes_in(tmp_path
     # the host ring holds every frame the resident store holds on the device (2 sinks + 58), no more at 20 minutes
     assert offloaded["late"]["store_host_gb"] == pytest.approx(resident["store_device_gb"], rel=0.01)
     assert "| relax | toy | history | 4 s | 7 |" in result.stdout
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("off,4by4", "error: --vae-tiles '4by4': choose auto, off, or HxW latent cells per tile"),
+    ("off,8x8", "error: --vae-tiles 8x8 tiles the full Wan VAE; this pipeline decodes with ToyAutoencoder"),
+])
+def test_bench_vae_tiles_errors_are_one_line(value: str, message: str) -> None:
+    result = subprocess.run([sys.executable, "-m", "relaxforcing", "bench", "--seconds", "4", "--policies", "relax",
+                             "--vae-tiles", value], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
-from relaxforcing.options import CompileOption, DecoderOption, DecoderWeightsOption, OffloadOption
+from relaxforcing.options import CompileOption, DecoderOption, DecoderWeightsOption, OffloadOption, VaeTilesOption
 from relaxforcing.prompts import read_prompts, slug
 
 if TYPE_CHECKING:
@@ -48,6 +48,7 @@ class GenerateRun:
     decoder: str = "wan"
     decoder_weights: Path | None = None
     offload: str = "auto"
+    vae_tiles: str = "auto"
     image: Path | None = None
     """Picture the videos start from (their first frame)."""
     extend: Path | None = None
@@ -144,6 +145,7 @@ def generate(
     decoder: DecoderOption = "wan",
     decoder_weights: DecoderWeightsOption = None,
     offload: OffloadOption = "auto",
+    vae_tiles: VaeTilesOption = "auto",
     image: Annotated[Path | None, typer.Option(help="Start from this picture: it is the video's first frame (scaled "
                                                     "to cover the model's frame, centre-cropped).")] = None,
     extend: Annotated[Path | None, typer.Option(help="Continue this video: its last frames go into the memory and "
@@ -158,6 +160,7 @@ def generate(
     only_new: Annotated[bool, typer.Option(help="With --extend: write only the new frames, not the clip.")] = False,
 ) -> None:
     """Generate videos, streaming each finished chunk into its mp4; Ctrl-C stops cleanly and can be resumed."""
+    from relaxforcing.codecs.base import parse_vae_tiles
     from relaxforcing.snapshot import STATE_FILE
     from relaxforcing.video import check_crf
 
@@ -175,6 +178,7 @@ def generate(
     if batch_size < 1:
         raise ValueError(f"--batch-size must be >= 1, got {batch_size}")
     check_crf(crf)
+    parse_vae_tiles(vae_tiles, "cpu")  # the value's form, before any loading
     check_start(image, extend, context_seconds, sinks_from_start, only_new, output)
     prompts = read_prompts(prompt, prompts_file)
     seeds = seed or [42]
@@ -190,6 +194,7 @@ def generate(
                       checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, trace=trace, batch_size=batch_size,
                       overwrite=overwrite, crf=crf, size=size, state=state, snapshot_every=snapshot_every,
                       compile=compile, decoder=decoder, decoder_weights=decoder_weights, offload=offload,
+                      vae_tiles=vae_tiles,
                       image=image, extend=extend, context_seconds=context_seconds, sinks_from_start=sinks_from_start,
                       only_new=only_new)
     if output is not None and output.exists() and not overwrite:
@@ -273,7 +278,7 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
 
     from relaxforcing.distributed import process_group, shard
     from relaxforcing.interrupts import Interrupted, stop_on_signals
-    from relaxforcing.loaders import load_pipeline, with_decoder
+    from relaxforcing.loaders import load_pipeline, with_decoder, with_vae_tiles
     from relaxforcing.resume import Snapshots
     from relaxforcing.runner import Stopped, generate_videos
     from relaxforcing.snapshot import clear_snapshot
@@ -311,7 +316,7 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
                              size=input_size(run), compile=run.compile, offload=run.offload)
         pipe.latent_frames(run.seconds)  # validate before any work
         start = start_frames(pipe, run)  # with the full codec, before a preview decoder replaces it
-        with_decoder(pipe, run.decoder, run.decoder_weights)
+        with_vae_tiles(with_decoder(pipe, run.decoder, run.decoder_weights), run.vae_tiles)
         prefix = None
         if start is not None and start.continues and not run.only_new:
             from relaxforcing.media import open_clip
@@ -414,10 +419,14 @@ def bench(
     late_seconds: Annotated[float | None, typer.Option(help="Also time chunks this deep into a stream (e.g. 1200 "
                                                             "for 20 minutes), the store fast-forwarded there.")
                             ] = None,
+    vae_tiles: Annotated[str, typer.Option(help="Wan VAE decode tiles, comma-separated to compare (e.g. off,auto): "
+                                                "auto, off or HxW latent cells (see generate --vae-tiles).")
+                         ] = "auto",
 ) -> None:
     """Time self-attention, DiT, decode and end-to-end generation per memory policy, side by side."""
     from relaxforcing.bench.run import markdown, run_bench
-    from relaxforcing.loaders import load_pipeline, random_pipeline, with_decoder
+    from relaxforcing.codecs.base import parse_vae_tiles
+    from relaxforcing.loaders import load_pipeline, random_pipeline, with_decoder, with_vae_tiles
     from relaxforcing.memory import build_policy
     from relaxforcing.sampling.sampler import check_offload
 
@@ -429,6 +438,9 @@ def bench(
     offloads = [o.strip() for o in offload.split(",") if o.strip()] or ["auto"]
     for mode in offloads:
         check_offload(mode)
+    tilings = list(dict.fromkeys(t.strip() for t in vae_tiles.split(",") if t.strip())) or ["auto"]
+    for spec in tilings:
+        parse_vae_tiles(spec, "cpu")
     for flag, value in (("--seconds", seconds), ("--long-seconds", long_seconds), ("--late-seconds", late_seconds)):
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{flag} must be a positive number, got {value}")
@@ -443,7 +455,13 @@ def bench(
         pipe.codec = loaded
         weights = decoder_weights if name == "tae" else None
         label = "toy" if model == "toy" else name  # the toy model's own codec
-        codecs[label] = with_decoder(pipe, name, weights, random_ok=model != "toy").codec  # speed: any weights
+        with_decoder(pipe, name, weights, random_ok=model != "toy")  # speed: any weights
+        chosen = pipe.codec
+        for spec in tilings if name == "wan" else ["auto"]:  # tiles are the full VAE's
+            pipe.codec = chosen
+            codec = with_vae_tiles(pipe, spec).codec
+            tiles = getattr(codec, "tiles", None)
+            codecs.setdefault(label if tiles is None else f"{label}:{tiles.height}x{tiles.width}", codec)
     report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap, offloads, late_seconds,
                        codecs)
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")

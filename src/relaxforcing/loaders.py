@@ -172,6 +172,21 @@ def with_decoder(pipe: VideoPipeline, decoder: str, weights: Path | None = None,
     return pipe
 
 
+def with_vae_tiles(pipe: VideoPipeline, spec: str) -> VideoPipeline:
+    """``pipe`` with its Wan VAE decoding in the spatial tiles ``spec`` names (``--vae-tiles``: auto, off or HxW
+    latent cells; see :func:`~relaxforcing.codecs.wan_vae.parse_vae_tiles`); auto and off leave other codecs as they
+    are, a tile size needs the Wan VAE."""
+    from relaxforcing.codecs.base import parse_vae_tiles
+
+    tiles = parse_vae_tiles(spec, pipe.model.patch_embedding.weight.device)
+    if hasattr(pipe.codec, "with_tiles"):  # the Wan VAE (imported only with diffusers, the real extra)
+        pipe.codec = pipe.codec.with_tiles(tiles)
+    elif spec.strip().lower() not in ("auto", "off"):
+        raise ValueError(f"--vae-tiles {spec} tiles the full Wan VAE; this pipeline decodes with "
+                         f"{type(pipe.codec).__name__}")
+    return pipe
+
+
 def compiled_if(pipe: VideoPipeline, compile: bool | None) -> VideoPipeline:
     """``pipe`` with its DiT compiled when ``compile`` says so (None: when it runs on CUDA)."""
     if compile if compile is not None else pipe.model.patch_embedding.weight.is_cuda:

@@ -18,3 +18,7 @@ OffloadOption = Annotated[str, typer.Option(
     help="Where the frame store lives: auto (history on CUDA for policies that keep frames they rarely read, such as "
          "relax; else none), none (all on the device), history (older frames in host memory, copied in when "
          "attended), all (every frame in host memory).")]
+VaeTilesOption = Annotated[str, typer.Option(
+    help="Decode the Wan VAE in spatial tiles, each with its own causal cache (same frames to float rounding, less "
+         "memory per decode): auto (tiles of at most 36x36 latent cells on CUDA, whole frames on CPU), off, or HxW "
+         "latent cells per tile.")]

@@ -15,14 +15,15 @@ from typing import Annotated
 import torch
 import typer
 
+from relaxforcing.codecs.base import parse_vae_tiles
 from relaxforcing.distributed import process_group, shard, world
 from relaxforcing.evaluation.backends import check_weights, metric_name
 from relaxforcing.evaluation.cli import key_value_pairs, parse_weights
 from relaxforcing.evaluation.suite import run_eval
 from relaxforcing.interrupts import Interrupted, stop_on_signals
-from relaxforcing.loaders import load_pipeline
+from relaxforcing.loaders import load_pipeline, with_vae_tiles
 from relaxforcing.memory.policies import build_policy, parse_memory_spec
-from relaxforcing.options import CompileOption, OffloadOption
+from relaxforcing.options import CompileOption, OffloadOption, VaeTilesOption
 from relaxforcing.pipeline import VideoPipeline
 from relaxforcing.prompts import read_prompts, slug
 from relaxforcing.resume import Snapshots
@@ -560,6 +561,7 @@ def sweep_command(
     device: Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 ... (default: cuda if available).")] = None,
     compile: CompileOption = None,
     offload: OffloadOption = "auto",
+    vae_tiles: VaeTilesOption = "auto",
 ) -> None:
     """Generate prompts x seeds under several memory policies or sizes, evaluate, and compare (Table 1, Fig. 2).
 
@@ -574,6 +576,7 @@ def sweep_command(
     weight_paths = parse_weights(weights)
     if not seconds > 0:
         raise ValueError(f"--seconds must be positive, got {seconds}")
+    parse_vae_tiles(vae_tiles, "cpu")
     if out.is_file():
         raise ValueError(f"--out is an existing file: {out}")
     if weight_paths:
@@ -584,8 +587,8 @@ def sweep_command(
     tag = f"[rank {rank}/{size}] " if size > 1 else ""
 
     def load(prompts: list[str]) -> VideoPipeline:
-        pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device, compile=compile,
-                             offload=offload)
+        pipe = with_vae_tiles(load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device,
+                                            compile=compile, offload=offload), vae_tiles)
         pipe.latent_frames(seconds)
         pipe.prepare(prompts)  # real model: this rank's prompts with one text-encoder load
         return pipe

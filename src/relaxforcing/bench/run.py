@@ -59,6 +59,8 @@ class BenchResult:
     """The reader's rotated keys/values of the attended frames (one chunk's memory, reused chunk to chunk)."""
     decode_transient_gb: float
     """Device memory one chunk's decode takes beyond what is allocated before it (CUDA; 0 on CPU)."""
+    decoder_state_gb: float
+    """The streaming decoder's state after two chunks (the Wan VAE's causal caches, all tiles)."""
     late: dict | None = None
     """At a late position (:func:`late_chunks`): its length in seconds, DiT ms/chunk and peak GB there."""
 
@@ -151,7 +153,7 @@ def bench_policy(
         dit_ms_per_chunk=1e3 * dit_s / chunks, decode_ms_per_chunk=1e3 * decode_s / chunks,
         e2e_fps=frames_out / wall_s, dit_fps=frames_out / dit_s,
         first_frame_s=first_frame, warmup_s=warmup_s, steady_chunks=chunks, peak_memory_gb=peak / 1e9,
-        decode_transient_gb=decode_transient(pipe, last_latents) / 1e9,
+        **decode_memory(pipe, last_latents),
         compiled_error=compiled_error(pipe, policy, prompt, offload) if check_compiled else None,
         late=late_chunks(pipe, policy, late_seconds, prompt, offload) if late_seconds else None,
     )
@@ -166,19 +168,24 @@ def fresh_peak(device: torch.device) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def decode_transient(pipe: VideoPipeline, latents: torch.Tensor) -> int:
-    """Device bytes a steady chunk's decode takes beyond what is allocated before it (0 off CUDA)."""
+def decode_memory(pipe: VideoPipeline, latents: torch.Tensor) -> dict[str, float]:
+    """``decode_transient_gb``: device memory a steady chunk's decode takes beyond what is allocated before it (0 off
+    CUDA); ``decoder_state_gb``: the stream's state after it (a fresh stream, two chunks of ``latents``)."""
     device = pipe.model.patch_embedding.weight.device
-    if device.type != "cuda":
-        return 0
+    cuda = device.type == "cuda"
     decoder = pipe.codec.chunk_decoder()
     decoder.decode(latents)  # the stream's first chunk decodes differently
-    torch.cuda.synchronize(device)
-    torch.cuda.reset_peak_memory_stats(device)
-    before = torch.cuda.memory_allocated(device)
+    if cuda:
+        torch.cuda.synchronize(device)
+        torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
     decoder.decode(latents)
-    torch.cuda.synchronize(device)
-    return torch.cuda.max_memory_allocated(device) - before
+    transient = 0
+    if cuda:
+        torch.cuda.synchronize(device)
+        transient = torch.cuda.max_memory_allocated(device) - before
+    state = sum(t.nbytes for t in decoder.state_dict().values())
+    return {"decode_transient_gb": transient / 1e9, "decoder_state_gb": state / 1e9}
 
 
 def late_chunks(pipe: VideoPipeline, policy: str, seconds: float, prompt: str, offload: str | None,
@@ -312,12 +319,12 @@ def markdown(report: dict) -> str:
     """The benchmark table, with relax/dense ratios measured in the same run."""
     head = ("| policy | decoder | offload | length | attended frames | self-attn ms/chunk | DiT ms/chunk | "
             "decode ms/chunk | DiT fps | e2e fps | first frame s | warm-up s | peak GB | store GB (GPU / host) | "
-            "workspace GB | decode GB |")
+            "workspace GB | decode GB | decoder cache GB |")
     errors = ", ".join(f"{r['policy']} {r['compiled_error']:.2e}" for r in report["results"]
                        if r.get("compiled_error") is not None)
     lines = [f"compiled: {'yes (compiled vs eager, relative L2 of chunk 10: ' + errors + ')' if errors else 'no'}; "
              f"decode overlapped with the next chunk: {'yes' if report.get('overlap') else 'no'}",
-             "", head, "|---" * 16 + "|"]
+             "", head, "|---" * 17 + "|"]
     for r in report["results"] + report["long"]:
         lines.append(f"| {r['policy']} | {r['decoder']} | {r['offload']} | {r['seconds']:g} s | "
                      f"{r['attended_frames']} | "
@@ -325,7 +332,7 @@ def markdown(report: dict) -> str:
                      f"{r['decode_ms_per_chunk']:.1f} | {r['dit_fps']:.1f} | {r['e2e_fps']:.1f} | "
                      f"{r['first_frame_s']:.2f} | {r['warmup_s']:.1f} | {r['peak_memory_gb']:.3f} | "
                      f"{r['store_device_gb']:.3f} / {r['store_host_gb']:.3f} | {r['workspace_gb']:.3f} | "
-                     f"{r['decode_transient_gb']:.3f} |")
+                     f"{r['decode_transient_gb']:.3f} | {r.get('decoder_state_gb', 0):.3f} |")
     late = [r for r in report["results"] if r.get("late")]
     if late:
         lines += ["", "| policy | decoder | offload | at | DiT ms/chunk | peak GB | host store GB |",

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import copy
+import math
 from pathlib import Path
 
 import torch
 from diffusers import AutoencoderKLWan
-from diffusers.models.autoencoders.autoencoder_kl_wan import WanCausalConv3d
+from diffusers.models.autoencoders.autoencoder_kl_wan import CACHE_T, WanCausalConv3d, WanResample
 
 from relaxforcing.checkpoints.files import read_checkpoint, tensors_only
 from relaxforcing.checkpoints.fit import load_strict
 from relaxforcing.checkpoints.wan_vae_names import is_original_vae_layout, vae_from_original
-from relaxforcing.codecs.base import to_signed_video
+from relaxforcing.codecs.base import VAETiles, to_signed_video
 
 LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517, 1.5508,
                0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
@@ -84,14 +86,16 @@ class WanVAEDecoder:
 
     space_ratio = SPACE_RATIO
 
-    def __init__(self, vae: AutoencoderKLWan, channels_last: bool | None = None):
+    def __init__(self, vae: AutoencoderKLWan, channels_last: bool | None = None, tiles: VAETiles | None = None):
         """``channels_last`` stores the decoder's 3-D convolution weights channels-last, which lets cuDNN skip a
-        layout conversion per call (232 vs 274 ms per 832x480 chunk on an H200); default: on CUDA."""
+        layout conversion per call (232 vs 274 ms per 832x480 chunk on an H200); default: on CUDA. ``tiles``: the
+        streaming decoders' spatial tiles (None: whole frames)."""
         cfg = vae.config
         if cfg.patch_size is not None or cfg.is_residual:
             raise ValueError(f"only the Wan2.1 VAE is supported (got patch_size={cfg.patch_size}, "
                              f"is_residual={cfg.is_residual}: a Wan2.2 VAE)")
         self.vae = vae
+        self.tiles = tiles
         param = next(vae.parameters())
         if param.is_cuda if channels_last is None else channels_last:
             for weight in vae.decoder.parameters():
@@ -123,8 +127,15 @@ class WanVAEDecoder:
 
     def chunk_decoder(self) -> VAEChunkDecoder:
         """A fresh streaming decoder: over consecutive chunks it gives :meth:`decode` of their concatenation
-        (to float rounding: the 1x1x1 post-quant conv runs per chunk, so a uint8 value may differ by 1)."""
-        return VAEChunkDecoder(self)
+        (to float rounding: the 1x1x1 post-quant conv runs per chunk, so a uint8 value may differ by 1), tiled
+        or not."""
+        return VAEChunkDecoder(self, self.tiles)
+
+    def with_tiles(self, tiles: VAETiles | None) -> WanVAEDecoder:
+        """This codec (the same VAE) with streaming decoders tiled by ``tiles`` (None: whole frames)."""
+        codec = copy.copy(self)
+        codec.tiles = tiles
+        return codec
 
     def video_frames(self, latent_frames: int) -> int:
         """``1 + 4(F - 1)``: the first latent decodes to 1 frame, every later one to 4."""
@@ -136,16 +147,33 @@ class WanVAEDecoder:
 class VAEChunkDecoder:
     """Chunk-by-chunk decoding that keeps the decoder's causal-conv feature cache between calls.
 
-    Drives diffusers' decoder exactly as `AutoencoderKLWan._decode` does (one latent frame per call, a list of
-    per-conv caches, ``first_chunk`` only for the very first latent), but on a cache owned by this object.
+    Runs diffusers' decoder modules as `WanDecoder3d.forward` does (one latent frame per call, a list of per-conv
+    caches indexed in call order; Wan2.1's up blocks ignore ``first_chunk``), on caches owned by this object, in two
+    parts: the head (``conv_in`` and the mid block, whose attention spans the whole frame) on whole latent frames,
+    then the up blocks and ``conv_out``, which only mix neighbouring pixels, per tile of ``tiles``. Each tile keeps
+    its own caches, sized to its region, and is decoded with a margin as wide as the rest of the decoder's reach
+    (13 latent cells before the first up block, trimmed after every residual block and upsampler down to 1 pixel
+    before ``conv_out``), so its pixels equal the untiled decode's to float rounding; one tile's activations are
+    alive at a time.
     """
 
-    def __init__(self, decoder: WanVAEDecoder):
+    def __init__(self, decoder: WanVAEDecoder, tiles: VAETiles | None = None):
         self.decoder = decoder
+        self.tiles = tiles
+        net = decoder.vae.decoder
         # One slot per causal conv, as `AutoencoderKLWan.clear_cache` sizes it (1x1x1 shortcuts leave theirs unused);
         # a slot holds the conv's last input frames, or diffusers' "Rep" marker after the first latent.
-        convs = sum(isinstance(m, WanCausalConv3d) for m in decoder.vae.decoder.modules())
-        self._cache: list = [None] * convs
+        self._slots = sum(isinstance(m, WanCausalConv3d) for m in net.modules())
+        self._head_slots = 1 + sum(isinstance(m, WanCausalConv3d) for m in net.mid_block.modules())
+        self._steps = [step for block in net.up_blocks for step in [*block.resnets, *(block.upsamplers or [])]]
+        """The up blocks' residual blocks and upsamplers, in order (what `WanUpBlock.forward` runs)."""
+        self._margins = _margins(self._steps, net.conv_out)
+        self._head: list = [None] * self._slots
+        """The head's slots (``conv_in``, mid block); untiled, the up blocks' too."""
+        self._tiles: list[list] = []
+        """Per tile, the up blocks' and ``conv_out``'s slots (untiled: ``[self._head]``)."""
+        self._layout: list[tuple[int, int, int, int]] | None = None
+        """Latent (top, bottom, left, right) of each tile; set by the first chunk (one tile when untiled)."""
         self._batch: int | None = None
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
@@ -162,34 +190,124 @@ class VAEChunkDecoder:
             raise ValueError(f"a chunk must be [B, z, f>=1, h, w], got {list(latents.shape)}")
         if self._batch is not None and latents.shape[0] != self._batch:
             raise ValueError(f"batch size changed mid-stream: {latents.shape[0]} after {self._batch}")
-        vae = self.decoder.vae
-        x = vae.post_quant_conv(self.decoder.denormalize(latents))  # 1x1x1 conv: no temporal state
-        frames = []
+        h, w = latents.shape[-2:]
+        if self._layout is None:
+            self._layout = self.tiles.layout(h, w) if self.tiles is not None else [(0, h, 0, w)]
+        elif (self._layout[-1][1], self._layout[-1][3]) != (h, w):
+            raise ValueError(f"latent frame size changed mid-stream: {h}x{w} after "
+                             f"{self._layout[-1][1]}x{self._layout[-1][3]}")
+        if not self._tiles:
+            self._tiles = [self._head] if len(self._layout) == 1 else [[None] * self._slots for _ in self._layout]
+        net = self.decoder.vae.decoder
+        x = self.decoder.vae.post_quant_conv(self.decoder.denormalize(latents))  # 1x1x1 conv: no temporal state
+        heads = []  # per latent frame [B, C, 1, h, w]: the mid block's output on the whole frame
         for i in range(x.shape[2]):
-            conv_index = [0]
-            frames.append(vae.decoder(x[:, :, i:i + 1], feat_cache=self._cache, feat_idx=conv_index,
-                                      first_chunk=self._batch is None and i == 0))
+            index = [1]
+            y = _cached_conv(net.conv_in, x[:, :, i:i + 1], self._head, 0)
+            heads.append(net.mid_block(y, feat_cache=self._head, feat_idx=index))
         self._batch = latents.shape[0]
-        return torch.cat(frames, dim=2).clamp(-1, 1)
+        if len(self._layout) == 1:
+            return torch.cat([self._tail(y, self._head, (0, h, 0, w), (h, w)) for y in heads], dim=2).clamp(-1, 1)
+        canvas = None  # [B, 3, T, 8h, 8w]
+        for tile, cache in zip(self._layout, self._tiles, strict=True):
+            top, bottom, left, right = (SPACE_RATIO * c for c in tile)
+            frames = [self._tail(y, cache, tile, (h, w)) for y in heads]
+            pixels = torch.cat(frames, dim=2)  # [B, 3, T, 8th, 8tw]
+            if canvas is None:
+                canvas = pixels.new_empty((*pixels.shape[:3], SPACE_RATIO * h, SPACE_RATIO * w))
+            canvas[..., top:bottom, left:right] = pixels
+            del frames, pixels
+        return canvas.clamp_(-1, 1)
+
+    def _tail(self, y: torch.Tensor, cache: list, tile: tuple[int, int, int, int], hw: tuple[int, int]
+              ) -> torch.Tensor:
+        """The head's output ``[B, C, 1, h, w]`` -> pixels ``[B, 3, t, 8th, 8tw]`` of ``tile`` (unclamped): the up
+        blocks and ``conv_out`` on the tile and a margin of its neighbours, trimmed as the reach left shrinks."""
+        net = self.decoder.vae.decoder
+        index, scale, held = [self._head_slots], 1, (0, hw[0], 0, hw[1])  # held: the region y covers, at scale
+        for step, margin in zip([*self._steps, None], self._margins, strict=True):
+            want = _grow(tile, scale, margin, hw)
+            y = y[..., want[0] - held[0]:want[1] - held[0], want[2] - held[2]:want[3] - held[2]]
+            held = want
+            if step is None:
+                break
+            y = step(y, feat_cache=cache, feat_idx=index)
+            if isinstance(step, WanResample):  # 2x up
+                scale, held = 2 * scale, tuple(2 * c for c in held)
+        y = _cached_conv(net.conv_out, net.nonlinearity(net.norm_out(y)), cache, index[0])
+        return y[..., tile[0] * scale - held[0]:tile[1] * scale - held[0],
+                 tile[2] * scale - held[2]:tile[3] * scale - held[2]]
 
     def state_dict(self) -> dict[str, torch.Tensor]:
-        """The causal-conv cache as CPU tensors: ``cache.i`` for a held tensor, an empty ``rep.i`` for diffusers'
-        "Rep" marker, nothing for an unused slot; ``batch`` once decoding has begun."""
-        state = {"slots": torch.tensor(len(self._cache))}
+        """The causal-conv caches as CPU tensors: ``cache.i`` for a held tensor, an empty ``rep.i`` for diffusers'
+        "Rep" marker, nothing for an unused slot; ``batch`` once decoding has begun. Tiled: the layout ``tiles``
+        ``[n, 4]`` (latent top, bottom, left, right), and the up blocks' slots of tile k under ``tile{k}.``."""
+        state = {"slots": torch.tensor(self._slots)}
         if self._batch is not None:
             state["batch"] = torch.tensor(self._batch)
-        for i, entry in enumerate(self._cache):
-            if isinstance(entry, torch.Tensor):
-                state[f"cache.{i}"] = entry.cpu()
-            elif entry == "Rep":
-                state[f"rep.{i}"] = torch.empty(0)
+        caches = {"": self._head}
+        if len(self._tiles) > 1:
+            state["tiles"] = torch.tensor(self._layout)
+            caches |= {f"tile{k}.": cache for k, cache in enumerate(self._tiles)}
+        for prefix, cache in caches.items():
+            for i, entry in enumerate(cache):
+                if isinstance(entry, torch.Tensor):
+                    state[f"{prefix}cache.{i}"] = entry.cpu()
+                elif entry == "Rep":
+                    state[f"{prefix}rep.{i}"] = torch.empty(0)
         return state
 
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        if int(state["slots"]) != len(self._cache):
+        """Restore a stream with the tiling it was saved with, whatever ``tiles`` this decoder has, so that it goes
+        on as it would have (a stream saved before its first chunk takes this decoder's tiling)."""
+        if int(state["slots"]) != self._slots:
             raise ValueError(f"the saved VAE decoder state has {int(state['slots'])} conv slots, this VAE "
-                             f"{len(self._cache)}")
+                             f"{self._slots}")
         device = self.decoder.mean.device
-        self._cache = [state[f"cache.{i}"].to(device) if f"cache.{i}" in state else
-                       "Rep" if f"rep.{i}" in state else None for i in range(len(self._cache))]
+
+        def slots(prefix: str) -> list:
+            return [state[f"{prefix}cache.{i}"].to(device) if f"{prefix}cache.{i}" in state else
+                    "Rep" if f"{prefix}rep.{i}" in state else None for i in range(self._slots)]
+
         self._batch = int(state["batch"]) if "batch" in state else None
+        self._head = slots("")
+        self._layout = [tuple(t) for t in state["tiles"].tolist()] if "tiles" in state else None
+        if self._layout is not None:
+            self._tiles = [slots(f"tile{k}.") for k in range(len(self._layout))]
+        elif self._batch is not None:
+            self.tiles, self._tiles = None, [self._head]  # saved untiled: the next chunk lays out one tile
+        else:
+            self._tiles = []
+
+
+def _cached_conv(conv: WanCausalConv3d, x: torch.Tensor, cache: list, idx: int) -> torch.Tensor:
+    """``conv`` on ``x`` ``[B, C, 1, h, w]`` with slot ``idx`` of ``cache``, as `WanDecoder3d.forward` runs its
+    ``conv_in`` and ``conv_out``."""
+    cache_x = x[:, :, -CACHE_T:].clone()
+    if cache_x.shape[2] < 2 and cache[idx] is not None:  # keep the last frame of the previous call too
+        cache_x = torch.cat([cache[idx][:, :, -1:].to(cache_x.device), cache_x], dim=2)
+    y = conv(x, cache[idx])
+    cache[idx] = cache_x
+    return y
+
+
+def _margins(steps: list[torch.nn.Module], conv_out: WanCausalConv3d) -> list[int]:
+    """Pixels each of ``steps`` (residual blocks and 2x upsamplers), then ``conv_out``, needs around a region at its
+    input scale for every pixel of the region to come out as on the whole frame: each 3x3 conv reaches one pixel
+    further, and a 2x nearest-neighbour resize halves the reach behind it (Wan2.1: 13 latent cells before the first
+    up block, 7 pixels before the last, 1 before ``conv_out``)."""
+    margins = [conv_out.kernel_size[1] // 2]
+    for step in reversed(steps):
+        if isinstance(step, WanResample):
+            reach = math.ceil((margins[0] + step.resample[1].kernel_size[0] // 2) / 2)
+        else:
+            reach = margins[0] + sum(m.kernel_size[1] // 2 for m in step.modules() if isinstance(m, WanCausalConv3d))
+        margins.insert(0, reach)
+    return margins
+
+
+def _grow(tile: tuple[int, int, int, int], scale: int, margin: int, hw: tuple[int, int]) -> tuple[int, int, int, int]:
+    """``tile`` (latent cells) at ``scale`` pixels per cell, widened by ``margin`` pixels within the frame ``hw``."""
+    top, bottom, left, right = (scale * c for c in tile)
+    return (max(0, top - margin), min(scale * hw[0], bottom + margin),
+            max(0, left - margin), min(scale * hw[1], right + margin))
