@@ -13,6 +13,7 @@ from diffusers import AutoencoderKLWan
 from wan_fixtures import TINY_VAE, original_name
 
 from relaxforcing.checkpoints import CheckpointError
+from relaxforcing.codecs import base
 from relaxforcing.codecs.base import AUTO_TILES, VAETiles, parse_vae_tiles
 from relaxforcing.codecs.wan_vae import (
     LATENT_MEAN,
@@ -254,8 +255,11 @@ def test_tiled_state_survives_a_snapshot(tiny_vae: AutoencoderKLWan, wide: torch
     assert torch.equal(restored.decode_pixels(wide[:, :, 2:]), untiled.decode_pixels(wide[:, :, 2:]))
 
 
-def test_vae_tiles_option_values() -> None:
+def test_vae_tiles_option_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(base, "device_memory", lambda device: 12 * 2**30 if str(device) == "cuda" else None)
     assert parse_vae_tiles("auto", "cuda") == AUTO_TILES and parse_vae_tiles("auto", "cpu") is None
+    monkeypatch.setattr(base, "device_memory", lambda device: 24 * 2**30)  # a 24 GB card decodes whole frames
+    assert parse_vae_tiles("auto", "cuda") is None and parse_vae_tiles("12x12", "cuda") == VAETiles(12, 12)
     assert parse_vae_tiles("off", "cuda") is None and parse_vae_tiles(" 30X52 ", "cpu") == VAETiles(30, 52)
     for bad in ("on", "30x", "30x52:8", "-1x4", "4*4", ""):
         with pytest.raises(ValueError, match=r"--vae-tiles .*choose auto, off, or HxW") as error:

@@ -20,5 +20,5 @@ OffloadOption = Annotated[str, typer.Option(
          "attended), all (every frame in host memory).")]
 VaeTilesOption = Annotated[str, typer.Option(
     help="Decode the Wan VAE in spatial tiles, each with its own causal cache (same frames to float rounding, less "
-         "memory per decode): auto (tiles of at most 36x36 latent cells on CUDA, whole frames on CPU), off, or HxW "
-         "latent cells per tile.")]
+         "memory per decode, slower): auto (tiles of at most 36x36 latent cells on GPUs under 16 GiB, whole frames "
+         "elsewhere), off, or HxW latent cells per tile.")]

@@ -84,18 +84,29 @@ def _spans(size: int, most: int) -> list[tuple[int, int]]:
 
 
 AUTO_TILES = VAETiles(36, 36)
-"""``--vae-tiles auto`` on CUDA: 2 x 3 tiles of 30 x 35 latent cells at 832x480 (3 x 2 at 480x832), whole frames up
-to 288x288. Counted live bytes of one steady 3-latent chunk at 832x480 (bf16, on the meta device): caches 1.89 ->
-2.15 GB, what a decode adds 2.03 -> 0.42 GB, together 3.92 -> 2.57 GB (2 x 2 tiles: 2.66; 3 x 3: 2.67); the
-margins cost 17% more convolution work (2 x 2: 12%)."""
+"""``--vae-tiles auto`` on a CUDA device with less than :data:`TILE_BELOW_BYTES`: 2 x 3 tiles of 30 x 35 latent
+cells at 832x480 (3 x 2 at 480x832), whole frames up to 288x288. Counted live bytes of one steady 3-latent chunk at
+832x480 (bf16, on the meta device): caches 1.89 -> 2.15 GB, what a decode adds 2.03 -> 0.42 GB, together 3.92 ->
+2.57 GB (2 x 2 tiles: 2.66; 3 x 3: 2.67); the margins cost 17% more convolution work (2 x 2: 12%)."""
+TILE_BELOW_BYTES = 16 * 2**30
+"""``auto`` tiles only on cards smaller than this: on one H200 tiling cut relax's peak from 9.18 to 7.86 GB but took
+the decode from 315 to 529 ms per chunk (e2e 24.1 -> 21.5 FPS; docs/benchmarks.md), a price worth paying only where
+the memory is needed."""
+
+
+def device_memory(device: str | torch.device) -> int | None:
+    """Total memory of a CUDA ``device`` in bytes; None for other devices."""
+    device = torch.device(device)
+    return torch.cuda.get_device_properties(device).total_memory if device.type == "cuda" else None
 
 
 def parse_vae_tiles(spec: str, device: str | torch.device) -> VAETiles | None:
-    """``--vae-tiles`` for a decoder on ``device``: ``off`` (None), ``auto`` (:data:`AUTO_TILES` on CUDA, off
-    elsewhere), or ``HxW``: tiles of at most H x W latent cells."""
+    """``--vae-tiles`` for a decoder on ``device``: ``off`` (None), ``auto`` (:data:`AUTO_TILES` on a CUDA device
+    with less than :data:`TILE_BELOW_BYTES`, off elsewhere), or ``HxW``: tiles of at most H x W latent cells."""
     text = spec.strip().lower()
     if text in ("auto", "off"):
-        return AUTO_TILES if text == "auto" and torch.device(device).type == "cuda" else None
+        memory = device_memory(device) if text == "auto" else None
+        return AUTO_TILES if memory is not None and memory < TILE_BELOW_BYTES else None
     match = re.fullmatch(r"(\d+)x(\d+)", text)
     if match is None:
         raise ValueError(f"--vae-tiles {spec!r}: choose auto, off, or HxW latent cells per tile (e.g. 30x52)")
