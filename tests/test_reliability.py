@@ -87,7 +87,8 @@ def files(tmp_path: Path) -> Path:
     (["bench", "--offload", "none,gpu"], "--offload 'gpu': choose auto, none, history, all"),
     (["bench", "--decoder", "wan,tae"], "--decoder tae decodes Wan 2.1 latents"),
     (["generate", PROMPT, "--offload", "disk"], "--offload 'disk': choose auto, none, history, all"),
-    (["serve", "--decoder", "tae"], "--decoder tae decodes Wan 2.1 latents"),
+    (["serve", "--decoder", "tae"], "decodes Wan 2.1 latents; the embedded toy model has its own codec"),
+    (["serve", "--vae-tiles", "big"], "--vae-tiles 'big': choose auto, off, or HxW"),
     (["generate", PROMPT, "--memory", "relax:lambda=nan"], "lambda='nan' is not a valid finite float"),
 ])
 def test_bad_input_gets_one_line_error(files: Path, args: list[str], message: str) -> None:

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from relaxforcing.options import CompileOption, OffloadOption
+from relaxforcing.options import CompileOption, OffloadOption, VaeTilesOption
 
 WS_MAX_BYTES = 12 << 20
 """Largest message the page may send: a start picture (``jobs.MAX_IMAGE_BYTES``, a third larger in base64) and a
@@ -52,6 +52,7 @@ def register(app: typer.Typer) -> None:
         max_jobs: Annotated[int, typer.Option(help="Generations running at once over all pages.")] = 2,
         compile: CompileOption = None,
         offload: OffloadOption = "auto",
+        vae_tiles: VaeTilesOption = "auto",
         decoder: Annotated[str, typer.Option(
             help="The decoder a page starts with: wan (the full Wan VAE) or tae (the tiny TAEHV preview decoder, "
                  "needs --decoder-weights). Each page can pick any decoder the server holds.")] = "wan",
@@ -67,13 +68,16 @@ def register(app: typer.Typer) -> None:
         except ImportError as error:
             raise ImportError(f"`relaxforcing serve` needs the serve extra (pip install 'relaxforcing[serve]'): "
                               f"{error}") from None
-        from relaxforcing.loaders import load_pipeline
+        from relaxforcing.codecs.base import parse_vae_tiles
+        from relaxforcing.loaders import load_pipeline, with_vae_tiles
         from relaxforcing.server.decoders import check_decoder_options, offered_decoders
 
         check_decoder_options(decoder, decoder_weights, toy=checkpoint is None)  # before minutes of loading
+        parse_vae_tiles(vae_tiles, "cpu")
         with listen(host, port) as listener:
             pipe = load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device, compile=compile,
                                  offload=offload)
+            with_vae_tiles(pipe, vae_tiles)
             decoders, default = offered_decoders(pipe, decoder, decoder_weights)  # each page picks one of them
             hosts = allowed_hosts_for(host)
             web = create_app(pipe, decoders=decoders, default_decoder=default, allowed_hosts=hosts,
