@@ -17,6 +17,9 @@ TITLES = {
     "longlive": "LongLive",
     "infinity": "infinity-RoPE",
     "relax": "Relax Forcing",
+    "deep": "Deep Forcing",
+    "rollingsink": "Rolling Sink",
+    "memrope": "MemRoPE",
 }
 """Display names of the shipped policies (a policy added later is listed by its registry name)."""
 
@@ -32,9 +35,16 @@ TOOLTIPS = {
     "lambda": "Redundancy weight lambda of the relaxation score.",
     "reservoir": "Frames of the virtual cache the candidates are spread over.",
     "contiguous_rope": "Contiguous RoPE positions instead of Hybrid RoPE.",
+    "budget": "Latent frames' worth of tokens the cache is compressed to (Deep Forcing).",
+    "reuse": "Compressions a kept token survives before it is evicted (Deep Forcing).",
+    "compress": "Participative Compression on (off: Deep Sink only).",
+    "alpha_long": "Rate of the long EMA slot that evicted frames are folded into (MemRoPE).",
+    "alpha_short": "Rate of the short EMA slot that evicted frames are folded into (MemRoPE).",
+    "adaptive": "Per-token adaptive rate for the short EMA slot (MemRoPE's variant).",
 }
 INT_RANGE = {"min": 0, "max": 100_000}
-FLOAT_RANGE = {"min": -1000.0, "max": 1000.0, "step": 0.05}
+FLOAT_RANGE = {"min": -1000.0, "max": 1000.0, "step": 0.01, "round": 0.0001}
+"""``round`` keeps defaults finer than the step (MemRoPE's alpha_long = 0.01 would otherwise be rounded away)."""
 
 
 def policy_parameters(policy: type[MemoryPolicy]) -> dict[str, Field]:
