@@ -172,8 +172,8 @@ def test_sweep_on_the_toy_model_writes_the_comparison_and_resumes(app: typer.Typ
     assert table["missing_columns"] == ["Aesthetic", "Imaging"]
     assert table["avg_over"] == ["Subject", "Background", "MotionSmooth", "DynamicDegree"]
     for row in table["rows"]:
-        assert row["fps"] > 0 and set(row["world"]) == {"Persistence", "ColourDrift", "MotionRetention",
-                                                         "FreezeRate"}
+        assert row["fps"] > 0 and set(row["world"]) == {"Persistence", "ShapeAccuracy", "ColourDrift",
+                                                         "MotionRetention", "FreezeRate"}
         avg = np.mean([row["scores"][c] for c in table["avg_over"]])
         assert row["avg"] == pytest.approx(avg) and row["scores"]["Imaging"] is None
     markdown = (out / "comparison.md").read_text()

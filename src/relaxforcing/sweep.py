@@ -62,6 +62,7 @@ SWEEP_COLUMNS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 WORLD_COLUMNS = {
     "Persistence": "persistence",
+    "ShapeAccuracy": "shape_accuracy",
     "ColourDrift": "color_drift_de00",
     "MotionRetention": "motion_retention",
     "FreezeRate": "freeze_rate",
@@ -455,9 +456,11 @@ def comparison_markdown(table: dict) -> str:
                  f"1-min load average after each generation: {table['load_average']}.")
     if world:
         lines.append("- World truth (toy model; from the caption, no ground-truth tracks): Persistence = share of "
-                     "frames an object is present; ColourDrift = ΔE2000 of object colour, first vs last 15%; "
-                     "MotionRetention = detected / expected distance travelled; FreezeRate = share of 0.25-s "
-                     "windows where an object moves under 20% of the expected speed. Mean over videos.")
+                     "frames an object is present; ShapeAccuracy = share of judged frames (whole, apart from the "
+                     "others) where an object's mask fits its named shape best among the world's four; "
+                     "ColourDrift = ΔE2000 of object colour, first vs last 15%; MotionRetention = detected / "
+                     "expected distance travelled; FreezeRate = share of 0.25-s windows where an object moves under "
+                     "20% of the expected speed. Mean over videos.")
     if any(r["same_videos_as"] != r["label"] for r in rows):
         lines.append("- A row marked (= `other`) is the same policy as that row and reuses its videos.")
     return "\n".join(lines) + "\n"
