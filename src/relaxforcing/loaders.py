@@ -174,7 +174,7 @@ def with_decoder(pipe: VideoPipeline, decoder: str, weights: Path | None = None,
 
 def with_vae_tiles(pipe: VideoPipeline, spec: str) -> VideoPipeline:
     """``pipe`` with its Wan VAE decoding in the spatial tiles ``spec`` names (``--vae-tiles``: auto, off or HxW
-    latent cells; see :func:`~relaxforcing.codecs.wan_vae.parse_vae_tiles`); auto and off leave other codecs as they
+    latent cells; see :func:`~relaxforcing.codecs.base.parse_vae_tiles`); auto and off leave other codecs as they
     are, a tile size needs the Wan VAE."""
     from relaxforcing.codecs.base import parse_vae_tiles
 

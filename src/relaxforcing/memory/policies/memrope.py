@@ -31,7 +31,7 @@ or folds: max_lag = window - sink - 2 (the folded frames are the oldest read).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -129,5 +129,4 @@ class MemRoPEPolicy(MemoryPolicy):
         first = start == self.window
         folds = (Fold(LONG, evicted, EmaFold(self.alpha_long, first, self.adaptive, motion=False)),
                  Fold(SHORT, evicted, EmaFold(self.alpha_short, first, self.adaptive, motion=self.adaptive)))
-        return MemoryView(start=start, frames=view.frames, positions=view.positions, roles=view.roles,
-                          query_positions=view.query_positions, folds=folds)
+        return replace(view, folds=folds)
