@@ -30,7 +30,7 @@ def test_bench_compares_store_placements_and_measures_twenty_minutes_in(tmp_path
         assert late["dit_ms_per_chunk"] > 0
     # the host ring holds every frame the resident store holds on the device (2 sinks + 58), no more at 20 minutes
     assert offloaded["late"]["store_host_gb"] == pytest.approx(resident["store_device_gb"], rel=0.01)
-    assert "| relax | toy | history | 4 s | 7 |" in result.stdout
+    assert "| relax | eager | toy | history | 4 s | 7 |" in result.stdout
 
 
 @pytest.mark.parametrize(("value", "message"), [

@@ -422,6 +422,9 @@ def bench(
     vae_tiles: Annotated[str, typer.Option(help="Wan VAE decode tiles, comma-separated to compare (e.g. off,auto): "
                                                 "auto, off or HxW latent cells (see generate --vae-tiles).")
                          ] = "auto",
+    cuda_graphs: Annotated[str, typer.Option(help="Replay the compiled denoising steps from CUDA graphs: on, off, "
+                                                  "or on,off to compare in one run (compiled CUDA DiT only).")
+                           ] = "on",
 ) -> None:
     """Time self-attention, DiT, decode and end-to-end generation per memory policy, side by side."""
     from relaxforcing.bench.run import markdown, run_bench
@@ -441,6 +444,9 @@ def bench(
     tilings = list(dict.fromkeys(t.strip() for t in vae_tiles.split(",") if t.strip())) or ["auto"]
     for spec in tilings:
         parse_vae_tiles(spec, "cpu")
+    graph_modes = [g.strip().lower() for g in cuda_graphs.split(",") if g.strip()] or ["on"]
+    if not set(graph_modes) <= {"on", "off"}:
+        raise ValueError(f"--cuda-graphs {cuda_graphs!r}: choose on, off or on,off")
     for flag, value in (("--seconds", seconds), ("--long-seconds", long_seconds), ("--late-seconds", late_seconds)):
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{flag} must be a positive number, got {value}")
@@ -463,7 +469,7 @@ def bench(
             tiles = getattr(codec, "tiles", None)
             codecs.setdefault(label if tiles is None else f"{label}:{tiles.height}x{tiles.width}", codec)
     report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap, offloads, late_seconds,
-                       codecs)
+                       codecs, [g == "on" for g in graph_modes])
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")
     print(markdown(report))
 

@@ -9,6 +9,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +31,8 @@ class BenchResult:
     decoder: str
     offload: str
     """Where the frame store lived (``FrameStore`` modes)."""
+    dit: str
+    """How the DiT ran: ``eager``, ``compiled`` or ``compiled + graphs`` (denoising steps replayed from CUDA graphs)."""
     seconds: float
     attended_frames: int
     """Cached frames + the current chunk attended per chunk at steady state."""
@@ -148,7 +151,7 @@ def bench_policy(
              "store_host_gb": store.host_nbytes() / 1e9, "workspace_gb": store.workspace_nbytes() / 1e9}
     del session, store  # the runs below measure their own sessions
     return BenchResult(
-        policy=policy, decoder=decoder, seconds=seconds, attended_frames=attended, **sizes,
+        policy=policy, decoder=decoder, dit=dit_mode(pipe), seconds=seconds, attended_frames=attended, **sizes,
         self_attention_ms_per_chunk=attention_ms(pipe, attended, forwards),
         dit_ms_per_chunk=1e3 * dit_s / chunks, decode_ms_per_chunk=1e3 * decode_s / chunks,
         e2e_fps=frames_out / wall_s, dit_fps=frames_out / dit_s,
@@ -157,6 +160,11 @@ def bench_policy(
         compiled_error=compiled_error(pipe, policy, prompt, offload) if check_compiled else None,
         late=late_chunks(pipe, policy, late_seconds, prompt, offload) if late_seconds else None,
     )
+
+
+def dit_mode(pipe: VideoPipeline) -> str:
+    model = pipe.model
+    return "compiled + graphs" if model.cuda_graphs is not None else "compiled" if model.compiled else "eager"
 
 
 def fresh_peak(device: torch.device) -> None:
@@ -275,7 +283,7 @@ def profile_chunk(pipe: VideoPipeline, policy: str, prompt: str = "a red circle 
     for name, us in kernels:
         by_name.setdefault(name, []).append(us)
     ranked = sorted(by_name.items(), key=lambda item: -sum(item[1]))[:top]
-    return {"policy": policy, "kernels": len(kernels), "launches": launches,
+    return {"policy": policy, "dit": dit_mode(pipe), "kernels": len(kernels), "launches": launches,
             "device_ms": sum(us for _, us in kernels) / 1e3,
             "top": [{"name": name[:90], "ms": sum(times) / 1e3, "calls": len(times)} for name, times in ranked]}
 
@@ -283,26 +291,32 @@ def profile_chunk(pipe: VideoPipeline, policy: str, prompt: str = "a red circle 
 def run_bench(
     pipe: VideoPipeline, policies: Sequence[str], seconds: float, long_seconds: float | None, out_json: Path | None,
     profile: bool = False, overlap: bool | None = None, offloads: Sequence[str | None] = (None,),
-    late_seconds: float | None = None, codecs: dict[str, Codec] | None = None,
+    late_seconds: float | None = None, codecs: dict[str, Codec] | None = None, graphs: Sequence[bool] = (True,),
 ) -> dict:
-    """Every policy under every offload mode and with every decoder of ``codecs`` (name -> codec; default: the
-    pipeline's) at ``seconds`` (with :func:`late_chunks` at ``late_seconds``), then (if given) each again at
-    ``long_seconds`` for memory flatness; with ``profile``, a kernel profile of one steady chunk per policy."""
+    """Every policy under every offload mode, with every decoder of ``codecs`` (name -> codec; default: the
+    pipeline's) and with CUDA graphs on and/or off (``graphs``; a compiled CUDA model's only) at ``seconds`` (with
+    :func:`late_chunks` at ``late_seconds``), then (if given) each again at ``long_seconds`` for memory flatness;
+    with ``profile``, a kernel profile of one steady chunk per policy and graphs setting."""
     device = pipe.model.patch_embedding.weight.device
     chunk = pipe.chunk_frames
     codecs = codecs or {"default": pipe.codec}
-    runs = list(dict.fromkeys((p, resolve_offload(o or pipe.offload, build_policy(p, chunk), device), d)
-                              for d in codecs for p in policies for o in offloads))  # dense "history" = resident
-    first = {p: next(r for r in runs if r[0] == p) for p, _, _ in runs}  # the run that also checks compile
+    graphs = list(dict.fromkeys(graphs)) if pipe.model.cuda_graphs is not None else [False]
+    runs = list(dict.fromkeys((p, resolve_offload(o or pipe.offload, build_policy(p, chunk), device), d, g)
+                              for g in graphs for d in codecs for p in policies for o in offloads))  # dense
+    first = {p: next(r for r in runs if r[0] == p) for p, *_ in runs}  # the run that also checks compile
 
-    def bench(p: str, o: str, d: str, length: float, late: float | None, check: bool) -> BenchResult:
+    def bench(p: str, o: str, d: str, g: bool, length: float, late: float | None, check: bool) -> BenchResult:
         pipe.codec = codecs[d]
-        return bench_policy(pipe, p, length, overlap=overlap, offload=o, late_seconds=late, check_compiled=check,
-                            decoder=d)
+        with graphs_as(pipe, g):
+            return bench_policy(pipe, p, length, overlap=overlap, offload=o, late_seconds=late,
+                                check_compiled=check, decoder=d)
 
-    results = [bench(p, o, d, seconds, late_seconds, first[p] == (p, o, d)) for p, o, d in runs]
-    long_results = [bench(p, o, d, long_seconds, None, False) for p, o, d in runs] if long_seconds else []
-    profiles = [profile_chunk(pipe, p) for p in policies] if profile else []
+    results = [bench(*run, seconds, late_seconds, first[run[0]] == run) for run in runs]
+    long_results = [bench(*run, long_seconds, None, False) for run in runs] if long_seconds else []
+    profiles = []
+    for g in graphs if profile else []:
+        with graphs_as(pipe, g):
+            profiles += [profile_chunk(pipe, p) for p in policies]
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
         "torch": torch.__version__, "dtype": str(pipe.model.patch_embedding.weight.dtype), "model": pipe.name,
@@ -315,18 +329,23 @@ def run_bench(
     return report
 
 
+def graphs_as(pipe: VideoPipeline, on: bool) -> AbstractContextManager:
+    """CUDA graphs as the model has them (``on``) or off for the ``with`` statement."""
+    return nullcontext() if on else pipe.model.without_graphs()
+
+
 def markdown(report: dict) -> str:
     """The benchmark table, with relax/dense ratios measured in the same run."""
-    head = ("| policy | decoder | offload | length | attended frames | self-attn ms/chunk | DiT ms/chunk | "
+    head = ("| policy | DiT | decoder | offload | length | attended frames | self-attn ms/chunk | DiT ms/chunk | "
             "decode ms/chunk | DiT fps | e2e fps | first frame s | warm-up s | peak GB | store GB (GPU / host) | "
             "workspace GB | decode GB | decoder cache GB |")
     errors = ", ".join(f"{r['policy']} {r['compiled_error']:.2e}" for r in report["results"]
                        if r.get("compiled_error") is not None)
     lines = [f"compiled: {'yes (compiled vs eager, relative L2 of chunk 10: ' + errors + ')' if errors else 'no'}; "
              f"decode overlapped with the next chunk: {'yes' if report.get('overlap') else 'no'}",
-             "", head, "|---" * 17 + "|"]
+             "", head, "|---" * 18 + "|"]
     for r in report["results"] + report["long"]:
-        lines.append(f"| {r['policy']} | {r['decoder']} | {r['offload']} | {r['seconds']:g} s | "
+        lines.append(f"| {r['policy']} | {r.get('dit', '')} | {r['decoder']} | {r['offload']} | {r['seconds']:g} s | "
                      f"{r['attended_frames']} | "
                      f"{r['self_attention_ms_per_chunk']:.1f} | {r['dit_ms_per_chunk']:.1f} | "
                      f"{r['decode_ms_per_chunk']:.1f} | {r['dit_fps']:.1f} | {r['e2e_fps']:.1f} | "
@@ -335,23 +354,26 @@ def markdown(report: dict) -> str:
                      f"{r['decode_transient_gb']:.3f} | {r.get('decoder_state_gb', 0):.3f} |")
     late = [r for r in report["results"] if r.get("late")]
     if late:
-        lines += ["", "| policy | decoder | offload | at | DiT ms/chunk | peak GB | host store GB |",
-                  "|---" * 7 + "|"]
-        lines += [f"| {r['policy']} | {r['decoder']} | {r['offload']} | {r['late']['seconds']:g} s (latent frame "
-                  f"{r['late']['frame']}) | {r['late']['dit_ms_per_chunk']:.1f} | {r['late']['peak_memory_gb']:.3f} | "
+        lines += ["", "| policy | DiT | decoder | offload | at | DiT ms/chunk | peak GB | host store GB |",
+                  "|---" * 8 + "|"]
+        lines += [f"| {r['policy']} | {r.get('dit', '')} | {r['decoder']} | {r['offload']} | "
+                  f"{r['late']['seconds']:g} s (latent frame {r['late']['frame']}) | "
+                  f"{r['late']['dit_ms_per_chunk']:.1f} | {r['late']['peak_memory_gb']:.3f} | "
                   f"{r['late']['store_host_gb']:.3f} |" for r in late]
-    by: dict[str, dict] = {}
+    by: dict[tuple[str, str], dict] = {}
     for r in report["results"]:
-        by.setdefault(r["policy"].split(":")[0], r)
-    if "relax" in by and "dense" in by:
-        dense, relax = by["dense"], by["relax"]
-        lines += ["", f"relax / dense: self-attention speed-up "
-                      f"{dense['self_attention_ms_per_chunk'] / relax['self_attention_ms_per_chunk']:.2f}x, "
-                      f"DiT-only {relax['dit_fps'] / dense['dit_fps']:.2f}x, "
-                      f"end-to-end {relax['e2e_fps'] / dense['e2e_fps']:.2f}x"]
+        by.setdefault((r.get("dit", ""), r["policy"].split(":")[0]), r)
+    for mode in dict.fromkeys(r.get("dit", "") for r in report["results"]):
+        if (mode, "relax") in by and (mode, "dense") in by:
+            dense, relax = by[mode, "dense"], by[mode, "relax"]
+            lines += ["", f"relax / dense{f' ({mode})' if mode else ''}: self-attention speed-up "
+                          f"{dense['self_attention_ms_per_chunk'] / relax['self_attention_ms_per_chunk']:.2f}x, "
+                          f"DiT-only {relax['dit_fps'] / dense['dit_fps']:.2f}x, "
+                          f"end-to-end {relax['e2e_fps'] / dense['e2e_fps']:.2f}x"]
     for prof in report.get("profiles", []):
-        lines += ["", f"{prof['policy']}: one steady chunk, {prof['kernels']} kernels, {prof['launches']} launch calls "
-                      f"(kernels + CUDA graphs), {prof['device_ms']:.1f} ms device time", "",
+        lines += ["", f"{prof['policy']} ({prof.get('dit', '')}): one steady chunk, {prof['kernels']} kernels, "
+                      f"{prof['launches']} launch calls (kernels + CUDA graphs), "
+                      f"{prof['device_ms']:.1f} ms device time", "",
                   "| kernel | ms | calls |", "|---|---|---|"]
         lines += [f"| `{k['name']}` | {k['ms']:.1f} | {k['calls']} |" for k in prof["top"]]
     return "\n".join(lines)

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from relaxforcing.devices import upload
 from relaxforcing.model.attention import attention
 from relaxforcing.model.config import WanConfig
+from relaxforcing.model.graphs import ForwardGraphs
 from relaxforcing.model.rope import apply_rope, rope_factors, rotation_dtype
 
 KVCapture = Callable[[int, torch.Tensor, torch.Tensor], None]
@@ -220,10 +221,11 @@ class CausalWanModel(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.num_layers))
         self.head = Head(cfg)
         self._compiled: CompiledParts | None = None
+        self._graphs: ForwardGraphs | None = None
 
     # ---- compilation -------------------------------------------------------------------------------------------
 
-    def compile_blocks(self, mode: str | None = None) -> None:
+    def compile_blocks(self, mode: str | None = None, cuda_graphs: bool = True) -> None:
         """Compile the blocks and the head with ``torch.compile(fullgraph=True, dynamic=False)`` for the calls that
         ask for it (``forward_chunk(..., compiled=True)``: the sampler asks at a policy's steady state).
 
@@ -233,16 +235,43 @@ class CausalWanModel(nn.Module):
         matmuls and attention (float32 norms and modulation, RoPE in float32, gates, residuals). Compiled graphs
         are cached on disk (``TORCHINDUCTOR_CACHE_DIR``, default ``~/.cache/relaxforcing/inductor``), so a second
         process starts fast.
+
+        With ``cuda_graphs`` (on a CUDA model), a compiled denoising forward is also captured in a CUDA graph and
+        replayed (:class:`~relaxforcing.model.graphs.ForwardGraphs`): one launch instead of hundreds; the clean pass,
+        which hands its keys/values to the store layer by layer, runs the compiled blocks without a graph.
         """
         cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "relaxforcing" / "inductor"
         os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
         options = {"fullgraph": True, "dynamic": False, "mode": mode}
         self._compiled = CompiledParts([torch.compile(block, **options) for block in self.blocks],
                                        torch.compile(self.head, **options))
+        device = self.patch_embedding.weight.device
+        self._graphs = ForwardGraphs(self._graphed_forward, device) if cuda_graphs and device.type == "cuda" else None
 
     @property
     def compiled(self) -> bool:
         return self._compiled is not None
+
+    @property
+    def cuda_graphs(self) -> ForwardGraphs | None:
+        """The graphs compiled denoising forwards replay (None: compiled forwards run without graphs)."""
+        return self._graphs if self.compiled else None
+
+    @contextmanager
+    def without_graphs(self) -> Iterator[None]:
+        """Inside the ``with`` statement, compiled forwards run without CUDA graphs (to compare)."""
+        graphs, self._graphs = self._graphs, None
+        try:
+            yield
+        finally:
+            self._graphs = graphs
+
+    def _graphed_forward(self, x: torch.Tensor, t: torch.Tensor, rope: torch.Tensor,
+                         context_kv: list[tuple[torch.Tensor, torch.Tensor]], memory_keys: torch.Tensor,
+                         memory_values: torch.Tensor) -> torch.Tensor:
+        """The compiled forward a CUDA graph captures: every input a tensor (or a list of them)."""
+        inputs = SelfAttentionInputs(rope=rope, memory=MemoryKV(memory_keys, memory_values))
+        return self._run(x, t, context_kv, inputs, compiled=True)
 
     @contextmanager
     def eager(self) -> Iterator[None]:
@@ -407,7 +436,8 @@ class CausalWanModel(nn.Module):
             query_positions: ``[f]`` or ``[B, f]`` temporal RoPE positions of the chunk's frames.
             memory: keys/values of the attended cached frames (rotated by the memory itself), or None.
             capture_kv: receives each layer's un-roped keys and values of this chunk (to commit it).
-            compiled: run the blocks compiled by :meth:`compile_blocks` (if they are); for shapes that recur.
+            compiled: run the blocks compiled by :meth:`compile_blocks` (if they are; without ``capture_kv``,
+                replayed from a CUDA graph when the model has them); for shapes that recur.
 
         Returns:
             ``[B, C_out, f, H, W]`` flow prediction.
@@ -417,5 +447,8 @@ class CausalWanModel(nn.Module):
         positions = query_positions if query_positions.ndim == 2 else query_positions[None]
         dtype = rotation_dtype(self.patch_embedding.weight.dtype)
         rope = rope_factors(upload(positions, x.device), grid, self.config.head_dim, dtype)
+        graphs = self.cuda_graphs if compiled else None
+        if graphs is not None and capture_kv is None and memory is not None and memory.keep is None:
+            return graphs(x, t, rope, context_kv, memory.keys, memory.values)
         inputs = SelfAttentionInputs(rope=rope, memory=memory, capture_kv=capture_kv)
         return self._run(x, t, context_kv, inputs, compiled)
