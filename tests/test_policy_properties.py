@@ -43,7 +43,25 @@ policies = st.one_of(
     st.builds(lambda s, h, t, k, r, c: f"relax:sink={s},hist={h},tail={t},candidates={k + h},reservoir={r},"
               f"contiguous_rope={c}", st.integers(1, 4), st.integers(1, 3), st.integers(1, 3), st.integers(0, 4),
               st.integers(12, 150), st.booleans()),
+    st.builds(lambda s, w, a, b, ad: f"memrope:sink={s},window={w},alpha_long={a},alpha_short={b},adaptive={ad}",
+              st.integers(0, 4), st.integers(3, 8).map(lambda c: 3 * c), st.sampled_from([0.01, 0.5, 1]),
+              st.sampled_from([0.1, 0.9]), st.booleans()),
+    st.builds(lambda w: f"rollingsink:window={w}", st.integers(2, 10).map(lambda c: 3 * c)),
 )
+deep_policies = st.builds(lambda s, w, b, r, c: f"deep:sink={s},window={w},budget={b},recent={r},compress={c}",
+                          st.integers(1, 6), st.sampled_from([12, 15, 21]), st.integers(2, 8), st.integers(1, 4),
+                          st.booleans())
+
+
+def check_frames(policy, frames: list[int], start: int) -> None:
+    """Every attended frame exists (a synthesised one is named -1, -2, ...); stored frames are distinct and
+    in temporal order, except Rolling Sink's: it re-attends copies of its first frames in sweep order."""
+    assert all(-policy.synthesised_frames <= f < start for f in frames), "every attended frame exists"
+    stored = [f for f in frames if f >= 0]
+    assert all(f < policy.sink_frames or start - f <= policy.max_lag for f in stored), "within max_lag"
+    if policy.name != "rollingsink":
+        assert len(set(frames)) == len(frames), "no frame twice"
+        assert stored == sorted(stored), "memory in temporal order"
 
 
 @settings(max_examples=150, deadline=None)
@@ -58,10 +76,7 @@ def test_views_are_valid_bounded_and_ordered(spec, chunk, batch, seed):
     for b in range(batch):
         frames = view.frames[b].tolist()
         positions = view.positions[b].tolist()
-        assert all(0 <= f < start for f in frames), "every attended frame exists"
-        assert len(set(frames)) == len(frames), "no frame twice"
-        assert all(f < policy.sink_frames or start - f <= policy.max_lag for f in frames), "within max_lag"
-        assert frames == sorted(frames), "memory in temporal order"
+        check_frames(policy, frames, start)
         queries = view.query_positions.tolist()
         assert positions == sorted(positions) and len(set(positions)) == len(positions)
         assert not positions or positions[-1] < queries[0], "memory sits before the chunk"
@@ -74,8 +89,8 @@ def test_views_are_valid_bounded_and_ordered(spec, chunk, batch, seed):
         assert view.frames.shape[1] == min(start, policy.window)
 
 
-@settings(max_examples=12, deadline=None)
-@given(spec=policies, chunks=st.integers(1, 9), seed=st.integers(0, 2**31))
+@settings(max_examples=16, deadline=None)
+@given(spec=st.one_of(policies, deep_policies), chunks=st.integers(1, 9), seed=st.integers(0, 2**31))
 def test_streams_are_deterministic_and_traces_consistent(tiny_stream_model, spec, chunks, seed):
     """A real (tiny) model streamed twice with one seed: the same latents and trace; every trace record names
     existing, distinct, earlier frames, and relax stays within its budget after warm-up."""
@@ -93,7 +108,7 @@ def test_streams_are_deterministic_and_traces_consistent(tiny_stream_model, spec
         memory = [a["frame"] for a in record["attended"] if a["role"] != "current"]
         current = [a["frame"] for a in record["attended"] if a["role"] == "current"]
         assert current == [record["start"] + i for i in range(3)]
-        assert all(0 <= f < record["start"] for f in memory) and len(set(memory)) == len(memory)
+        check_frames(policy, memory, record["start"])
         positions = [a["position"] for a in record["attended"]]
         assert positions == sorted(positions) and len(set(positions)) == len(positions)
         if spec.startswith("relax") and "history" in {a["role"] for a in record["attended"]}:
