@@ -10,6 +10,8 @@ from test_memory import run
 
 from relaxforcing.memory import build_policy
 from relaxforcing.memory.policies.base import LayoutStore
+from relaxforcing.memory.store import FrameStore
+from relaxforcing.memory.view import MemoryView
 from relaxforcing.sampling import ChunkSampler, StreamSession
 
 
@@ -204,3 +206,31 @@ def test_memrope_resumes_bit_for_bit(tiny_model, tiny_context, with_store):
         second.replay(first.recorded_latents())
     second.restore(tensors, meta)
     assert torch.equal(torch.cat(head + [c.latents for c in second], dim=2), whole)
+
+
+def test_token_subsets_are_gathered_not_masked():
+    """A view keeping as many tokens in every sample attends just those (in frame order, no mask); unequal counts
+    fall back to every token with a mask. The gathered keys/values are the masked read's kept rows."""
+    store = FrameStore(num_layers=2, batch=2, tokens_per_frame=4, num_heads=2, head_dim=6, sink_frames=1,
+                       ring_frames=5)
+    generator = torch.Generator().manual_seed(0)
+    store.commit(0, *([torch.randn(2, 6 * 4, 2, 6, generator=generator) for _ in range(2)] for _ in range(2)))
+    frames = torch.tensor([[0, 2, 5], [0, 3, 5]])
+    equal = torch.zeros(2, 3, 4, dtype=torch.bool)
+    equal[0, 0], equal[0, 1, 1:3], equal[1, 0], equal[1, 2, [0, 3]] = True, True, True, True
+    unequal = equal.clone()
+    unequal[1, 1, 2] = True
+
+    def read(keep: torch.Tensor):
+        view = MemoryView(start=6, frames=frames, positions=frames + 1, roles=("sink", "history", "tail"),
+                          query_positions=torch.arange(7, 10), keep_tokens=keep)
+        return store.read(view, (2, 2), 6)
+
+    gathered = read(equal)
+    assert gathered.keep is None and gathered.keys.shape == (2, 2, 6, 2, 6)
+    masked = read(unequal)
+    assert masked.keys.shape == (2, 2, 12, 2, 6) and masked.keep.sum().item() == 13
+    for b in range(2):
+        rows = equal[b].flatten().nonzero()[:, 0]
+        assert torch.equal(masked.keys[:, b, rows], gathered.keys[:, b])
+        assert torch.equal(masked.values[:, b, rows], gathered.values[:, b])

@@ -8,6 +8,7 @@ import math
 import platform
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
@@ -36,6 +37,9 @@ class BenchResult:
     seconds: float
     attended_frames: int
     """Cached frames + the current chunk attended per chunk at steady state."""
+    attended_tokens: float
+    """Keys each query attends, in frames' worth of tokens (mean over the steady chunks): less than
+    ``attended_frames`` when a policy keeps only some tokens of its frames (deep)."""
     self_attention_ms_per_chunk: float
     """SDPA over the steady-state shapes, all layers, all forwards of one chunk (projections excluded)."""
     dit_ms_per_chunk: float
@@ -87,18 +91,21 @@ class Timer:
         return time.perf_counter() - began, out
 
 
-def attention_ms(pipe: VideoPipeline, attended_frames: int, forwards: int, repeats: int = 3) -> float:
-    """Time SDPA at one chunk's shapes (queries: the chunk; keys: every attended frame) for all layers/forwards."""
+def attention_ms(pipe: VideoPipeline, key_tokens: Sequence[int], forwards: int, repeats: int = 3) -> float:
+    """Time SDPA at the chunks' shapes (queries: a chunk; keys: ``key_tokens`` of each chunk, memory and chunk) for
+    all layers/forwards; the mean over the chunks."""
     cfg, device = pipe.model.config, pipe.model.patch_embedding.weight.device
     dtype = pipe.model.patch_embedding.weight.dtype
     h, w = pipe.model.token_grid(pipe.latent_hw)
-    tokens = h * w
-    q = torch.randn(1, cfg.chunk_frames * tokens, cfg.num_heads, cfg.head_dim, device=device, dtype=dtype)
-    k = torch.randn(1, attended_frames * tokens, cfg.num_heads, cfg.head_dim, device=device, dtype=dtype)
+    q = torch.randn(1, cfg.chunk_frames * h * w, cfg.num_heads, cfg.head_dim, device=device, dtype=dtype)
     timer = Timer(device)
-    attention(q, k, k)  # warm-up
-    best = min(timer(lambda: [attention(q, k, k) for _ in range(cfg.num_layers)])[0] for _ in range(repeats))
-    return best * forwards * 1e3
+    total = 0.0
+    for length, chunks in Counter(key_tokens).items():
+        k = torch.randn(1, length, cfg.num_heads, cfg.head_dim, device=device, dtype=dtype)
+        attention(q, k, k)  # warm-up
+        layers = lambda k=k: [attention(q, k, k) for _ in range(cfg.num_layers)]  # noqa: E731
+        total += min(timer(layers)[0] for _ in range(repeats)) * chunks
+    return total / len(key_tokens) * forwards * 1e3
 
 
 def bench_policy(
@@ -121,6 +128,8 @@ def bench_policy(
     session = pipe.session([prompt], [0], num_frames, policy, offload=offload)
     dit_s = 0.0
     chunks = frames_before = 0
+    tokens = math.prod(pipe.model.token_grid(pipe.latent_hw))
+    key_tokens = []  # per steady chunk
     first_frame = steady_began = None
     began = time.perf_counter()
     overlap = device.type == "cuda" if overlap is None else overlap
@@ -138,6 +147,7 @@ def bench_policy(
                     steady_began, frames_before = time.perf_counter(), output.frames_out
                     continue
                 dit_s, chunks, last_latents = dit_s + t_dit, chunks + 1, result.latents
+                key_tokens.append(sum(a.get("tokens", tokens) for a in result.trace[0]["attended"]))
             output.wait()
             out.flush()
             wall_s = time.perf_counter() - (steady_began or began)
@@ -151,8 +161,9 @@ def bench_policy(
              "store_host_gb": store.host_nbytes() / 1e9, "workspace_gb": store.workspace_nbytes() / 1e9}
     del session, store  # the runs below measure their own sessions
     return BenchResult(
-        policy=policy, decoder=decoder, dit=dit_mode(pipe), seconds=seconds, attended_frames=attended, **sizes,
-        self_attention_ms_per_chunk=attention_ms(pipe, attended, forwards),
+        policy=policy, decoder=decoder, dit=dit_mode(pipe), seconds=seconds, attended_frames=attended,
+        attended_tokens=sum(key_tokens) / len(key_tokens) / tokens, **sizes,
+        self_attention_ms_per_chunk=attention_ms(pipe, key_tokens, forwards),
         dit_ms_per_chunk=1e3 * dit_s / chunks, decode_ms_per_chunk=1e3 * decode_s / chunks,
         e2e_fps=frames_out / wall_s, dit_fps=frames_out / dit_s,
         first_frame_s=first_frame, warmup_s=warmup_s, steady_chunks=chunks, peak_memory_gb=peak / 1e9,
@@ -329,6 +340,12 @@ def run_bench(
     return report
 
 
+def attended(result: dict) -> str:
+    """Attended frames, and the frames' worth of tokens when a policy keeps fewer (e.g. ``63 (19.0)``)."""
+    frames, tokens = result["attended_frames"], result.get("attended_tokens")
+    return str(frames) if tokens is None or abs(tokens - frames) < 1e-6 else f"{frames} ({tokens:.1f})"
+
+
 def graphs_as(pipe: VideoPipeline, on: bool) -> AbstractContextManager:
     """CUDA graphs as the model has them (``on``) or off for the ``with`` statement."""
     return nullcontext() if on else pipe.model.without_graphs()
@@ -346,7 +363,7 @@ def markdown(report: dict) -> str:
              "", head, "|---" * 18 + "|"]
     for r in report["results"] + report["long"]:
         lines.append(f"| {r['policy']} | {r.get('dit', '')} | {r['decoder']} | {r['offload']} | {r['seconds']:g} s | "
-                     f"{r['attended_frames']} | "
+                     f"{attended(r)} | "
                      f"{r['self_attention_ms_per_chunk']:.1f} | {r['dit_ms_per_chunk']:.1f} | "
                      f"{r['decode_ms_per_chunk']:.1f} | {r['dit_fps']:.1f} | {r['e2e_fps']:.1f} | "
                      f"{r['first_frame_s']:.2f} | {r['warmup_s']:.1f} | {r['peak_memory_gb']:.3f} | "

@@ -3,6 +3,7 @@ workspace that is reused from chunk to chunk."""
 
 from __future__ import annotations
 
+import math
 from typing import Protocol
 
 import torch
@@ -27,8 +28,10 @@ class KVSource(Protocol):
     v: torch.Tensor
     """The device value buffer, same layout as :attr:`k`."""
 
-    def gather(self, layer: int, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values at device ``slots`` ``[B, N]`` (on the device) for one layer, as ``[B, N*T, H, D]``."""
+    def gather(self, layer: int, slots: torch.Tensor, tokens: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values at device ``slots`` ``[B, N]`` (on the device) for one layer, as ``[B, N*T, H, D]``; with
+        ``tokens`` ``[B, K]``, only token ``tokens[b, i]`` of slot ``slots[b, i]``: ``[B, K, H, D]``."""
         ...
 
 
@@ -37,20 +40,38 @@ class MemoryReader:
 
     Every denoising step and the clean pass of a chunk attend to the same frames at the same positions, so the
     attended keys are gathered and rotated once per chunk, layer by layer, into one workspace ``[L, B, Lm, H, D]``
-    for keys and one for values. The workspace is kept while the attended length stays the same (every chunk at a
-    policy's steady state), so no copy of the attended cache is allocated per chunk; a :class:`MemoryKV` is valid
-    until the next :meth:`read`. The reader holds no reference to its store (a store owns its reader).
+    for keys and one for values. The workspace is kept, at one address, while the attended length stays about the
+    same (every chunk at a policy's steady state), so no copy of the attended cache is allocated per chunk and a
+    CUDA graph of the forward reads it in place; a :class:`MemoryKV` is valid until the next :meth:`read`. The reader holds no reference to its store (a store owns its reader).
     """
 
     def __init__(self) -> None:
-        self._keys: torch.Tensor | None = None  # [L, B, Lm, H, D]
-        self._values: torch.Tensor | None = None
+        self._keys: torch.Tensor | None = None  # flat storage of the rotated keys [L, B, Lm, H, D]
+        self._values: torch.Tensor | None = None  # of the values (None while values are attended in place)
 
     def nbytes(self) -> int:
         return sum(t.nbytes for t in (self._keys, self._values) if t is not None)
 
+    def _workspace(self, shape: tuple[int, ...], like: torch.Tensor, values: bool
+                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Keys (and values) workspace of ``shape``. Storage is kept while a read needs between 3/4 of it and all
+        of it, so lengths that alternate (a policy whose memory changes from chunk to chunk) keep one address and
+        a longer warm-up does not pin its size for the whole stream."""
+        need = math.prod(shape)
+        held = 0 if self._keys is None else self._keys.numel()
+        if not 0.75 * held <= need <= held or (self._values is not None) != values:
+            self._keys = self._values = None  # free the old workspace before taking the new one
+            self._keys = torch.empty(need, dtype=like.dtype, device=like.device)
+            self._values = torch.empty(need, dtype=like.dtype, device=like.device) if values else None
+        keys = self._keys[:need].view(shape)
+        return keys, None if self._values is None else self._values[:need].view(shape)
+
     def read(self, store: KVSource, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryKV | None:
-        """The rotated keys and values of ``view``'s frames at ``view``'s positions (None when it has no frames)."""
+        """The rotated keys and values of ``view``'s frames at ``view``'s positions (None when it has no frames).
+
+        A view that keeps only some tokens of its frames (``keep_tokens``) gets only those gathered, in frame order,
+        when every sample keeps as many; otherwise every token is gathered and the rest are masked out.
+        """
         if view.frames.shape[1] == 0:
             return None
         source = store.k
@@ -58,21 +79,41 @@ class MemoryReader:
         rope = rope_factors(upload(view.positions, source.device), grid_hw, head_dim,
                             rotation_dtype(source.dtype))  # [B, N*T, 2, D]
         layers, batch, stored, tokens, heads, dim = source.shape
-        shape = (layers, batch, view.frames.shape[1] * tokens, heads, dim)
+        picked = kept_tokens(view.keep_tokens)  # [B, K] flat (frame column * T + token) indices, or None
+        length = view.frames.shape[1] * tokens if picked is None else picked.shape[1]
+        shape = (layers, batch, length, heads, dim)
         # A view that reads every device slot in order (relax offloaded: sinks | history | tail) attends the store's
         # values as they lie; keys are always rotated into the workspace.
-        in_place = bool((slots == torch.arange(stored)).all()) if slots.shape[1] == stored else False
-        if self._keys is None or self._keys.shape != shape or (self._values is None) != in_place:
-            self._keys = self._values = None  # free the old workspace before taking the new one
-            self._keys = torch.empty(shape, dtype=source.dtype, device=source.device)
-            if not in_place:
-                self._values = torch.empty(shape, dtype=source.dtype, device=source.device)
+        in_place = picked is None and slots.shape[1] == stored and bool((slots == torch.arange(stored)).all())
+        workspace_keys, workspace_values = self._workspace(shape, source, values=not in_place)
+        token_slots = token_ids = None
+        if picked is not None:
+            token_slots = upload(slots.gather(1, picked // tokens), source.device)  # [B, K]
+            token_ids = upload(picked % tokens, source.device)
+            rope = rope.gather(1, upload(picked, source.device)[..., None, None].expand(-1, -1, *rope.shape[2:]))
         device_slots = upload(slots, source.device)
         for layer in range(layers):
-            k, v = store.gather(layer, device_slots)
-            self._keys[layer].copy_(apply_rope(k, rope))
+            if picked is None:
+                k, v = store.gather(layer, device_slots)
+            else:
+                k, v = store.gather(layer, token_slots, token_ids)
+            workspace_keys[layer].copy_(apply_rope(k, rope))
             if not in_place:
-                self._values[layer].copy_(v)
-        values = store.v.flatten(2, 3) if in_place else self._values
-        keep = None if view.keep_tokens is None else upload(view.keep_tokens.flatten(1), source.device)
-        return MemoryKV(self._keys, values, keep)
+                workspace_values[layer].copy_(v)
+        values = store.v.flatten(2, 3) if in_place else workspace_values
+        keep = None
+        if picked is None and view.keep_tokens is not None:
+            keep = upload(view.keep_tokens.flatten(1), source.device)
+        return MemoryKV(workspace_keys, values, keep)
+
+
+def kept_tokens(keep: torch.Tensor | None) -> torch.Tensor | None:
+    """``[B, K]`` flat indices (frame column * T + token) of the tokens ``keep`` ``[B, N, T]`` retains, in order,
+    when every sample retains the same number ``K``; None when there is no mask or the counts differ."""
+    if keep is None:
+        return None
+    flat = keep.flatten(1)  # [B, N*T]
+    counts = flat.sum(1)
+    if not bool((counts == counts[0]).all()):
+        return None
+    return flat.nonzero()[:, 1].reshape(flat.shape[0], -1)

@@ -173,9 +173,13 @@ class FrameStore:
             self.k[layer, sample, device_slot].copy_(keys[layer, sample], non_blocking=True)
             self.v[layer, sample, device_slot].copy_(values[layer, sample], non_blocking=True)
 
-    def gather(self, layer: int, slots: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Keys and values at device ``slots`` ``[B, N]`` (from :meth:`locate`) for one layer, as ``[B, N*T, H, D]``."""
+    def gather(self, layer: int, slots: torch.Tensor, tokens: torch.Tensor | None = None
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values at device ``slots`` ``[B, N]`` (from :meth:`locate`) for one layer, as ``[B, N*T, H, D]``;
+        with ``tokens`` ``[B, K]`` only token ``tokens[b, i]`` of slot ``slots[b, i]``, as ``[B, K, H, D]``."""
         rows = torch.arange(self.batch, device=slots.device)[:, None]
+        if tokens is not None:
+            return self.k[layer, rows, slots, tokens], self.v[layer, rows, slots, tokens]
         return self.k[layer, rows, slots].flatten(1, 2), self.v[layer, rows, slots].flatten(1, 2)
 
     def read(self, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryKV | None:

@@ -42,7 +42,7 @@ class ForwardGraphs:
     stays valid after the next replay.
     """
 
-    def __init__(self, fn: GraphedFn, device: torch.device, warmup: int = 2, max_graphs: int = 2):
+    def __init__(self, fn: GraphedFn, device: torch.device, warmup: int = 2, max_graphs: int = 4):
         self.fn = fn
         self.device = device
         self.warmup = warmup
