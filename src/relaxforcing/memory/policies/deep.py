@@ -23,7 +23,8 @@ frames before the chunk as queries (the authors: each layer's roped queries of t
 last clean frame), computed once per chunk and shared by all layers; keys are rotated from un-roped copies (the
 authors rotate roped bf16 keys in place). The selection (kept tokens and their counts) is the view's memo. The view
 lists every frame a kept token can come from (``max_lag`` back: a token lives at most ``reuse`` compressions) and
-masks tokens with ``keep_tokens``; max_lag = 50 by default.
+names the kept tokens with ``keep_tokens``; max_lag = 50 by default. Every sample keeps as many tokens, so the reader
+gathers only those (``MemoryReader``): attention runs over the budget's tokens, not over the listed frames.
 """
 
 from __future__ import annotations
