@@ -42,7 +42,8 @@ class MemoryReader:
     attended keys are gathered and rotated once per chunk, layer by layer, into one workspace ``[L, B, Lm, H, D]``
     for keys and one for values. The workspace is kept, at one address, while the attended length stays about the
     same (every chunk at a policy's steady state), so no copy of the attended cache is allocated per chunk and a
-    CUDA graph of the forward reads it in place; a :class:`MemoryKV` is valid until the next :meth:`read`. The reader holds no reference to its store (a store owns its reader).
+    CUDA graph of the forward reads it in place; a :class:`MemoryKV` is valid until the next :meth:`read`. The
+    reader holds no reference to its store (a store owns its reader).
     """
 
     def __init__(self) -> None:

@@ -18,6 +18,9 @@ OFFLOAD_MODES = ("none", "history", "all")
 and the most recent frames also on the device and older frames copied in when a chunk attends them; ``all`` every
 frame in host memory, each attended frame copied in per chunk."""
 
+FOLD_LAYERS = 6
+"""Layers a fold gathers and updates at once (one batch of ``6 x B`` frames' rows: few launches, little memory)."""
+
 
 class FrameStore:
     """Static buffers holding, for every layer, the keys (after qk-norm, before RoPE) and values of frames.
@@ -193,8 +196,8 @@ class FrameStore:
         return self._reader.read(self, view, grid_hw, head_dim)
 
     def _fold(self, view: MemoryView) -> None:
-        """Fold stored frames into synthesised frames as ``view.folds`` say, layer by layer (a few frames' worth of
-        memory at a time), unless this chunk's folds are already applied: a view read twice folds once."""
+        """Fold stored frames into synthesised frames as ``view.folds`` say, :data:`FOLD_LAYERS` layers at a time
+        (the rule sees them as a batch), unless this chunk's folds are already applied: a view read twice folds once."""
         if not view.folds or view.start <= self._folded_at:
             return
         rows = torch.arange(self.batch, device=self.device)[:, None]
@@ -204,11 +207,13 @@ class FrameStore:
                                  f"{self.synthesised_frames}")
             slots = upload(self.locate(fold.frames), self.device)  # [B, n]
             target = self._synthesised_base + fold.slot
-            for layer in range(self.num_layers):
-                k, v = fold.rule(self.k[layer, :, target], self.v[layer, :, target], self.k[layer, rows, slots],
-                                 self.v[layer, rows, slots])  # [B, T, H, D] each
-                self.k[layer, :, target] = k
-                self.v[layer, :, target] = v
+            for first in range(0, self.num_layers, FOLD_LAYERS):  # layers folded together, as one batch
+                layers = slice(first, min(first + FOLD_LAYERS, self.num_layers))
+                as_batch = lambda t: t.flatten(0, 1)  # noqa: E731  [l, B, ...] -> [l*B, ...]
+                k, v = fold.rule(as_batch(self.k[layers, :, target]), as_batch(self.v[layers, :, target]),
+                                 as_batch(self.k[layers, rows, slots]), as_batch(self.v[layers, rows, slots]))
+                self.k[layers, :, target] = k.unflatten(0, (-1, self.batch))  # [l, B, T, H, D]
+                self.v[layers, :, target] = v.unflatten(0, (-1, self.batch))
         self._folded_at = view.start
 
     def memo(self, before: int) -> dict[str, torch.Tensor] | None:
