@@ -42,6 +42,7 @@ def files(tmp_path: Path) -> Path:
     (tmp_path / "binary.txt").write_bytes(b"\xff\xfe\x00bad")
     (tmp_path / "a_file").write_text("not a folder")
     (tmp_path / "long.txt").write_text("a red circle " * 200)
+    (tmp_path / "prompts.txt").write_text("a red circle\n")
     return tmp_path
 
 
@@ -85,6 +86,10 @@ def files(tmp_path: Path) -> Path:
     (["bench", "--policies", "relax,bogus"], "unknown memory policy 'bogus'"),
     (["bench", "--long-seconds", "0"], "--long-seconds must be a positive number"),
     (["bench", "--offload", "none,gpu"], "--offload 'gpu': choose auto, none, history, all"),
+    (["bench", "--cuda-graphs", "maybe"], "--cuda-graphs 'maybe': choose on, off or on,off"),
+    (["sweep", "--prompts", "prompts.txt", "--out", "s", "--model", "wan9"], "unknown model preset 'wan9'"),
+    (["sweep", "--prompts", "prompts.txt", "--out", "s", "--model", "wan2.1-t2v-1.3b", "--checkpoint", "x.pt"],
+     "--model wan2.1-t2v-1.3b runs random weights"),
     (["bench", "--decoder", "wan,tae"], "--decoder tae decodes Wan 2.1 latents"),
     (["generate", PROMPT, "--offload", "disk"], "--offload 'disk': choose auto, none, history, all"),
     (["serve", "--decoder", "tae"], "decodes Wan 2.1 latents; the embedded toy model has its own codec"),

@@ -21,8 +21,9 @@ from relaxforcing.evaluation.backends import check_weights, metric_name
 from relaxforcing.evaluation.cli import key_value_pairs, parse_weights
 from relaxforcing.evaluation.suite import run_eval
 from relaxforcing.interrupts import Interrupted, stop_on_signals
-from relaxforcing.loaders import load_pipeline, with_vae_tiles
+from relaxforcing.loaders import load_pipeline, random_pipeline, with_vae_tiles
 from relaxforcing.memory.policies import build_policy, parse_memory_spec
+from relaxforcing.model.config import WanConfig
 from relaxforcing.options import CompileOption, OffloadOption, VaeTilesOption
 from relaxforcing.pipeline import VideoPipeline
 from relaxforcing.prompts import read_prompts, slug
@@ -218,20 +219,19 @@ def build_jobs(settings: Sequence[Setting], prompts: Sequence[str], seeds: Seque
 # ---- sweep steps --------------------------------------------------------------------------------------------
 
 
-def _check_record(job: Job, seconds: float, checkpoint: Path | None) -> None:
+def _check_record(job: Job, seconds: float, checkpoint: str | None) -> None:
     """An existing video must come from the same prompt, seed, length and checkpoint, or it is not reused."""
     if not job.gen_record.is_file():
         return
     record = json.loads(job.gen_record.read_text())
-    wanted = {"prompt": job.prompt, "seed": job.seed, "video_seconds": seconds,
-              "checkpoint": None if checkpoint is None else str(checkpoint)}
+    wanted = {"prompt": job.prompt, "seed": job.seed, "video_seconds": seconds, "checkpoint": checkpoint}
     for key, value in wanted.items():
         if record.get(key) != value:
             raise ValueError(f"{job.video} was made with {key}={record.get(key)!r}, not {value!r}; "
                              "use another --out or delete it")
 
 
-def _generate(pipe: VideoPipeline, job: Job, seconds: float, checkpoint: Path | None,
+def _generate(pipe: VideoPipeline, job: Job, seconds: float, checkpoint: str | None,
               stop: Callable[[], str | None]) -> dict:
     """Writes the video under a temporary name and renames it when complete, so an existing video is whole.
 
@@ -245,7 +245,7 @@ def _generate(pipe: VideoPipeline, job: Job, seconds: float, checkpoint: Path | 
                             snapshots=Snapshots(job.state_dir, every=SWEEP_SNAPSHOT_EVERY), resume=resume,
                             stop_requested=stop)
     record = {"prompt": job.prompt, "seed": job.seed, "memory": job.spec, "video_seconds": seconds,
-              "checkpoint": None if checkpoint is None else str(checkpoint), "model": pipe.name,
+              "checkpoint": checkpoint, "model": pipe.name,
               "device": str(next(pipe.model.parameters()).device), "torch_threads": torch.get_num_threads(),
               "load_average_1m": os.getloadavg()[0], "generation": stats.to_dict(),
               "resumed_at_chunk": None if resume is None else resume.meta["chunk_index"]}
@@ -279,9 +279,10 @@ def _evaluate(job: Job, weights: dict[str, Path] | None) -> None:
     (job.eval_dir / "sweep_key.json").write_text(json.dumps(_eval_key(job, weights), indent=1) + "\n")
 
 
-def _run_jobs(mine: Sequence[Job], out: Path, seconds: float, checkpoint: Path | None,
+def _run_jobs(mine: Sequence[Job], out: Path, seconds: float, checkpoint: str | None,
               weights: dict[str, Path] | None, load: Callable[[list[str]], VideoPipeline], tag: str) -> None:
     """Generates this rank's missing videos and evaluates its videos; ``load(prompts)`` runs only if one is missing.
+    ``checkpoint`` names the weights (None: the embedded toy model, whose videos also get world-truth records).
 
     The first Ctrl-C or SIGTERM ends the run after the current chunk (the video's state is saved) or evaluation:
     :class:`~relaxforcing.interrupts.Interrupted` says to rerun the same command.
@@ -565,6 +566,9 @@ def sweep_command(
     compile: CompileOption = None,
     offload: OffloadOption = "auto",
     vae_tiles: VaeTilesOption = "auto",
+    model: Annotated[str, typer.Option(help="toy (the embedded model, or --checkpoint's) or a full-size preset with "
+                                            "random weights, e.g. wan2.1-t2v-1.3b: a GPU smoke test of every policy's "
+                                            "speed and memory (the videos are noise).")] = "toy",
 ) -> None:
     """Generate prompts x seeds under several memory policies or sizes, evaluate, and compare (Table 1, Fig. 2).
 
@@ -584,20 +588,28 @@ def sweep_command(
         raise ValueError(f"--out is an existing file: {out}")
     if weight_paths:
         check_weights(weight_paths)
+    if model != "toy":
+        WanConfig.from_name(model)  # a known preset, or a one-line error
+        if checkpoint is not None or wan_dir is not None or lora is not None:
+            raise ValueError(f"--model {model} runs random weights; --checkpoint, --wan-dir and --lora go with "
+                             "--model toy")
+    identity = str(checkpoint) if checkpoint is not None else None if model == "toy" else f"{model} (random weights)"
     settings = build_settings(specs, grid_points)
     jobs = build_jobs(settings, prompts, seed_list, out)
     rank, size = world()
     tag = f"[rank {rank}/{size}] " if size > 1 else ""
 
     def load(prompts: list[str]) -> VideoPipeline:
-        pipe = with_vae_tiles(load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device,
-                                            compile=compile, offload=offload), vae_tiles)
+        pipe = (load_pipeline(checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, device=device, compile=compile,
+                              offload=offload) if model == "toy"
+                else random_pipeline(model, device=device, compile=compile, offload=offload))
+        pipe = with_vae_tiles(pipe, vae_tiles)
         pipe.latent_frames(seconds)
         pipe.prepare(prompts)  # real model: this rank's prompts with one text-encoder load
         return pipe
 
     with process_group():  # leaves through a barrier: after it, every rank has finished its share
-        _run_jobs(shard(jobs), out, seconds, checkpoint, weight_paths, load, tag)
+        _run_jobs(shard(jobs), out, seconds, identity, weight_paths, load, tag)
     if rank != 0:
         print(f"{tag}done; rank 0 writes {out / 'comparison.md'}")
         return
@@ -607,7 +619,7 @@ def sweep_command(
               "to finish the rest")
         return
     meta = {"prompts": prompts, "seeds": seed_list, "seconds": seconds, "memory": specs, "grid": dict(grid_points),
-            "model": "toy (embedded)" if checkpoint is None else str(checkpoint)}
+            "model": identity or "toy (embedded)"}
     markdown, plot = write_comparison(settings, jobs, meta, out)
     print(f"{tag}wrote {out / 'comparison.md'}, {out / 'comparison.json'}"
           + (f", {plot}" if plot else " (no --grid, so no memory_size.png)"))
