@@ -212,3 +212,31 @@ def test_a_dropped_session_frees_its_store_without_the_garbage_collector(tiny_mo
         assert store() is None
     finally:
         gc.enable()
+
+
+@pytest.mark.parametrize("spec", ["dense", "dense:window=6", "longlive"])
+def test_write_time_rope_equals_read_time_rope(tiny_model, tiny_context, spec, monkeypatch):
+    """Policies that attend every frame at its own index store keys rotated when written and attend the store's
+    slots where they lie: the same video as rotating at read time (to float rounding: keys come in slot order), the
+    same trace, and no workspace at steady state."""
+    policy = build_policy(spec)
+    assert policy.absolute_positions
+    sampler = ChunkSampler(tiny_model, policy)
+    rotated = StreamSession(sampler, tiny_context, [3, 4], (4, 4), 45)
+    monkeypatch.setattr(type(policy), "absolute_positions", property(lambda self: False))
+    plain = StreamSession(sampler, tiny_context, [3, 4], (4, 4), 45)
+    assert rotated.store.keys_rotated and not plain.store.keys_rotated
+    made = [(a, b) for a, b in zip(rotated, plain, strict=True)]
+    assert [a.trace for a, _ in made] == [b.trace for _, b in made]
+    assert torch.allclose(torch.cat([a.latents for a, _ in made], 2), torch.cat([b.latents for _, b in made], 2),
+                          atol=1e-6, rtol=0)
+    assert rotated.store.workspace_nbytes() == 0 < plain.store.workspace_nbytes()
+
+
+def test_absolute_positions_are_declared_truthfully():
+    """A policy that declares absolute positions attends every frame at its own index in every view."""
+    for name in ("dense", "sink", "longlive", "longlive:relative_rope=true", "infinity", "relax", "deep",
+                 "memrope", "rollingsink"):
+        policy = build_policy(name)
+        if policy.absolute_positions:
+            assert all(torch.equal(v.positions, v.frames) for v in policy.layouts()), name

@@ -28,6 +28,13 @@ class KVSource(Protocol):
     v: torch.Tensor
     """The device value buffer, same layout as :attr:`k`."""
 
+    keys_rotated: bool
+    """Keys are stored rotated at their frames' own positions (a view's positions must then be its frames)."""
+
+    def slot(self, frame: int) -> int:
+        """The frame's slot in the store's canonical layout (the order rotated keys are attended in)."""
+        ...
+
     def gather(self, layer: int, slots: torch.Tensor, tokens: torch.Tensor | None = None
                ) -> tuple[torch.Tensor, torch.Tensor]:
         """Keys and values at device ``slots`` ``[B, N]`` (on the device) for one layer, as ``[B, N*T, H, D]``; with
@@ -75,11 +82,22 @@ class MemoryReader:
         """
         if view.frames.shape[1] == 0:
             return None
+        if store.keys_rotated and (view.keep_tokens is not None or not torch.equal(view.positions, view.frames)):
+            raise ValueError("this store keeps keys rotated at their own frames' positions; the view moves or masks "
+                             "them")
         source = store.k
-        slots = store.locate(view.frames)  # [B, N] on the host
-        rope = rope_factors(upload(view.positions, source.device), grid_hw, head_dim,
-                            rotation_dtype(source.dtype))  # [B, N*T, 2, D]
+        frames = view.frames
+        if store.keys_rotated:  # keys carry their positions: attend them in the store's slot order, wherever they lie
+            canonical = torch.tensor([[store.slot(f) for f in row] for row in frames.tolist()]).reshape(frames.shape)
+            frames = frames.gather(1, canonical.argsort(dim=1))
+        slots = store.locate(frames)  # [B, N] on the host
         layers, batch, stored, tokens, heads, dim = source.shape
+        if store.keys_rotated and leading(slots):
+            self._keys = self._values = None  # the store's first slots are the memory
+            n = slots.shape[1]
+            return MemoryKV(source[:, :, :n].flatten(2, 3), store.v[:, :, :n].flatten(2, 3))
+        rope = None if store.keys_rotated else rope_factors(
+            upload(view.positions, source.device), grid_hw, head_dim, rotation_dtype(source.dtype))  # [B, N*T, 2, D]
         picked = kept_tokens(view.keep_tokens)  # [B, K] flat (frame column * T + token) indices, or None
         length = view.frames.shape[1] * tokens if picked is None else picked.shape[1]
         shape = (layers, batch, length, heads, dim)
@@ -91,14 +109,15 @@ class MemoryReader:
         if picked is not None:
             token_slots = upload(slots.gather(1, picked // tokens), source.device)  # [B, K]
             token_ids = upload(picked % tokens, source.device)
-            rope = rope.gather(1, upload(picked, source.device)[..., None, None].expand(-1, -1, *rope.shape[2:]))
+            if rope is not None:
+                rope = rope.gather(1, upload(picked, source.device)[..., None, None].expand(-1, -1, *rope.shape[2:]))
         device_slots = upload(slots, source.device)
         for layer in range(layers):
             if picked is None:
                 k, v = store.gather(layer, device_slots)
             else:
                 k, v = store.gather(layer, token_slots, token_ids)
-            workspace_keys[layer].copy_(apply_rope(k, rope))
+            workspace_keys[layer].copy_(k if rope is None else apply_rope(k, rope))
             if not in_place:
                 workspace_values[layer].copy_(v)
         values = store.v.flatten(2, 3) if in_place else workspace_values
@@ -106,6 +125,11 @@ class MemoryReader:
         if picked is None and view.keep_tokens is not None:
             keep = upload(view.keep_tokens.flatten(1), source.device)
         return MemoryKV(workspace_keys, values, keep)
+
+
+def leading(slots: torch.Tensor) -> bool:
+    """Every sample reads the store's first ``N`` slots in order (``slots`` ``[B, N]``)."""
+    return bool((slots == torch.arange(slots.shape[1])).all())
 
 
 def kept_tokens(keep: torch.Tensor | None) -> torch.Tensor | None:

@@ -11,6 +11,7 @@ from relaxforcing.devices import upload
 from relaxforcing.memory.host import HostSlots
 from relaxforcing.memory.reader import MemoryReader
 from relaxforcing.memory.view import MemoryView
+from relaxforcing.model.rope import apply_rope, rope_factors, rotation_dtype
 from relaxforcing.model.wan import MemoryKV
 
 OFFLOAD_MODES = ("none", "history", "all")
@@ -36,6 +37,10 @@ class FrameStore:
     there at commit), and ``staging_frames`` slots into which :meth:`locate` copies any other frame a chunk
     attends. Writes to host memory run on a copy stream beside the model; nothing waits on the host.
 
+    With ``rotated_grid`` (the token grid of a frame), keys are stored rotated at their own frame's position from the
+    moment they are written (write-time RoPE, for policies with ``absolute_positions``): a chunk that attends every
+    frame of a prefix of the slots reads keys and values where they lie, with no workspace.
+
     A policy's ``synthesised_frames`` (frames made by folding stored frames in, e.g. MemRoPE's EMA slots) live on the
     device after every other slot, whatever the offloading; views name synthesised frame s as frame ``-1-s``, and a
     read applies the view's :class:`~relaxforcing.memory.view.Fold` s first, once per chunk.
@@ -57,6 +62,7 @@ class FrameStore:
         recent_frames: int = 0,
         staging_frames: int = 0,
         synthesised_frames: int = 0,
+        rotated_grid: tuple[int, int] | None = None,
     ):
         if ring_frames < 1 or sink_frames < 0:
             raise ValueError(f"ring_frames={ring_frames} must be >= 1 and sink_frames={sink_frames} >= 0")
@@ -65,6 +71,10 @@ class FrameStore:
         self.sink_frames = sink_frames
         self.ring_frames = ring_frames
         self.tokens_per_frame = tokens_per_frame
+        if rotated_grid is not None and rotated_grid[0] * rotated_grid[1] != tokens_per_frame:
+            raise ValueError(f"rotated_grid {rotated_grid} does not hold {tokens_per_frame} tokens per frame")
+        self.rotated_grid = rotated_grid
+        self._write_rope: tuple[int, torch.Tensor] | None = None  # (first frame, rotation) of the write under way
         self.offload = offload
         self.device = torch.device(device)
         slots = sink_frames + ring_frames
@@ -96,6 +106,11 @@ class FrameStore:
     @property
     def batch(self) -> int:
         return self.k.shape[1]
+
+    @property
+    def keys_rotated(self) -> bool:
+        """Keys are stored rotated at their frames' own positions (see ``rotated_grid``)."""
+        return self.rotated_grid is not None
 
     @property
     def num_layers(self) -> int:
@@ -229,6 +244,11 @@ class FrameStore:
         frames = keys.shape[1] // self.tokens_per_frame
         if layer == 0:
             self._check_write(start, frames)
+            unrotated = keys.unflatten(1, (frames, self.tokens_per_frame))  # [B, f, T, H, D]
+            for i, frame in enumerate(range(start, start + frames)):
+                self.prototype_sums[:, self.slot(frame)] = unrotated[:, i].float().mean(dim=(1, 2))
+        if self.rotated_grid is not None:
+            keys = apply_rope(keys, self._rotation(start, frames))
         keys = keys.unflatten(1, (frames, self.tokens_per_frame))  # [B, f, T, H, D]
         values = values.unflatten(1, (frames, self.tokens_per_frame))
         for i, frame in enumerate(range(start, start + frames)):
@@ -236,10 +256,17 @@ class FrameStore:
             if slot is not None:
                 self.k[layer, :, slot] = keys[:, i]
                 self.v[layer, :, slot] = values[:, i]
-            if layer == 0:
-                self.prototype_sums[:, self.slot(frame)] = keys[:, i].float().mean(dim=(1, 2))
         if self.offload != "none":
             self._write_host(layer, start, keys, values)
+
+    def _rotation(self, start: int, frames: int) -> torch.Tensor:
+        """RoPE factors ``[1, f*T, 2, D]`` of frames ``start..start+f-1`` at their own positions (one per write)."""
+        if self._write_rope is None or self._write_rope[0] != start or self._write_rope[1].shape[1] != (
+                frames * self.tokens_per_frame):
+            positions = upload(torch.arange(start, start + frames), self.device)
+            factors = rope_factors(positions, self.rotated_grid, self.k.shape[-1], rotation_dtype(self.k.dtype))
+            self._write_rope = (start, factors[None])
+        return self._write_rope[1]
 
     def _check_write(self, start: int, frames: int) -> None:
         """Before layer 0 of a write: the frames are the next ones or all held; update the bookkeeping."""
@@ -275,7 +302,8 @@ class FrameStore:
     def fast_forward(self, frames: int) -> None:
         """Relabel every held frame past the sinks as if ``frames`` more had been committed before it, for measuring
         a chunk deep into a stream without making the frames before it. ``frames`` must be a multiple of the ring
-        size, so every frame keeps its slot and its keys/values (they stand for the relabelled frame)."""
+        size, so every frame keeps its slot and its keys/values (they stand for the relabelled frame; keys stored
+        rotated keep their old positions' rotation: a tool for timing and memory, not for video)."""
         if frames < 0 or frames % self.ring_frames:
             raise ValueError(f"fast_forward({frames}): need a non-negative multiple of the ring size "
                              f"{self.ring_frames}")
@@ -363,7 +391,7 @@ class FrameStore:
         return {"k": k, "v": v, "prototype_sums": self.prototype_sums, **extra}
 
     def state_meta(self) -> dict:
-        return {"num_frames": self.num_frames, "slot_frame": list(self.slot_frame)}
+        return {"num_frames": self.num_frames, "slot_frame": list(self.slot_frame), "keys_rotated": self.keys_rotated}
 
     def load_state(self, tensors: dict[str, torch.Tensor], meta: dict) -> None:
         """Restore a snapshot into this store, which must have been built with the same sizes (any offloading)."""
@@ -383,6 +411,10 @@ class FrameStore:
                                  "(another model, size or policy?)")
         if len(meta["slot_frame"]) != slots:
             raise ValueError(f"the saved frame store has {len(meta['slot_frame'])} slots, this one {slots}")
+        if bool(meta.get("keys_rotated", False)) != self.keys_rotated:
+            state = "rotated" if meta.get("keys_rotated") else "un-rotated"
+            raise ValueError(f"the saved frame store keeps its keys {state}, this run's store does not (saved by "
+                             "another version?); start the video again")
         self.prototype_sums.copy_(tensors["prototype_sums"])
         if self.synthesised_frames:
             self.k[:, :, self._synthesised_base:].copy_(tensors["synthesised_k"])

@@ -71,7 +71,8 @@ class ChunkSampler:
 
     def new_store(self, batch: int, latent_hw: tuple[int, int]) -> FrameStore:
         """An empty store sized by the policy: its sinks plus a ring of ``max_lag`` frames, offloaded as
-        :attr:`offload` says, with as many staging slots as any chunk reads from host memory."""
+        :attr:`offload` says, with as many staging slots as any chunk reads from host memory; keys stored rotated
+        when the policy attends every frame at its own position (write-time RoPE)."""
         cfg, policy = self.model.config, self.policy
         h, w = self.model.token_grid(latent_hw)
         recent = policy.recent_frames if self.offload == "history" else 0
@@ -79,7 +80,8 @@ class ChunkSampler:
                           head_dim=cfg.head_dim, sink_frames=policy.sink_frames, ring_frames=max(1, policy.max_lag),
                           dtype=self.model.patch_embedding.weight.dtype, device=self.device, offload=self.offload,
                           recent_frames=recent, staging_frames=staging_frames(policy, self.offload),
-                          synthesised_frames=policy.synthesised_frames)
+                          synthesised_frames=policy.synthesised_frames,
+                          rotated_grid=(h, w) if policy.absolute_positions else None)
 
     def noise(self, generators: list[torch.Generator], shape: tuple[int, ...]) -> torch.Tensor:
         """Fresh Gaussian noise ``[B, *shape]``, each sample from its own generator."""

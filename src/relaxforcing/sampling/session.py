@@ -267,7 +267,7 @@ class StreamSession:
         if "store.k" in tensors:
             self.store.load_state({k.removeprefix("store."): v for k, v in tensors.items()
                                    if k.startswith("store.")}, meta)
-        elif self.store.state_meta() != {"num_frames": meta["num_frames"], "slot_frame": meta["slot_frame"]}:
+        elif any(self.store.state_meta()[key] != meta[key] for key in ("num_frames", "slot_frame")):
             raise ValueError(f"the replayed frame store ({self.store.num_frames} frames) does not match the saved "
                              f"one ({meta['num_frames']} frames)")
         for i, generator in enumerate(self.generators):

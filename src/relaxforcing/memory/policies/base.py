@@ -78,6 +78,12 @@ class MemoryPolicy(ABC):
         return self.max_lag
 
     @property
+    def absolute_positions(self) -> bool:
+        """Every view attends each stored frame at its own index as its RoPE position (``positions == frames``,
+        always): the store may then keep keys rotated from the moment they are written."""
+        return False
+
+    @property
     def synthesised_frames(self) -> int:
         """Frames the store keeps besides stored ones, made by folding stored frames in (``MemoryView.folds``, e.g.
         MemRoPE's EMA slots); views name synthesised frame ``s`` as frame ``-1-s``."""

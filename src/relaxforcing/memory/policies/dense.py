@@ -29,6 +29,10 @@ class DensePolicy(MemoryPolicy):
     def max_lag(self) -> int:
         return self.window
 
+    @property
+    def absolute_positions(self) -> bool:
+        return True
+
     def select(self, store: StoreView, start: int) -> MemoryView:
         frames = list(range(max(0, start - self.window), start))
         return MemoryView.shared(start, store.batch, frames, frames, ["window"] * len(frames), self.queries(start))

@@ -33,6 +33,10 @@ class LongLivePolicy(MemoryPolicy):
     def max_lag(self) -> int:
         return self.recent - self.chunk_frames
 
+    @property
+    def absolute_positions(self) -> bool:
+        return not self.relative_rope
+
     def select(self, store: StoreView, start: int) -> MemoryView:
         sinks = list(range(min(self.sink, start)))
         previous = list(range(max(self.sink, start - self.max_lag), start))
