@@ -100,7 +100,8 @@ class ForwardGraphs:
             if not warm:
                 with torch.cuda.stream(self._stream):  # warm the capture stream (cuBLAS/cuDNN handles, workspaces)
                     self.fn(*static, memory_keys, memory_values)
-            with torch.cuda.graph(graph, stream=self._stream):
+            # thread_local: another thread (a chunk decoding beside the DiT) may use CUDA during the capture
+            with torch.cuda.graph(graph, stream=self._stream, capture_error_mode="thread_local"):
                 output = self.fn(*static, memory_keys, memory_values)
         except RuntimeError as error:  # an operation that cannot be captured: run without graphs from now on
             self.failed = " ".join(str(error).split())[:300]
