@@ -174,8 +174,10 @@ def bench_policy(
 
 
 def dit_mode(pipe: VideoPipeline) -> str:
-    model = pipe.model
-    return "compiled + graphs" if model.cuda_graphs is not None else "compiled" if model.compiled else "eager"
+    """``eager``, ``compiled`` or ``compiled + graphs`` (graphs that failed to capture do not count)."""
+    model, graphs = pipe.model, pipe.model.cuda_graphs
+    return "compiled + graphs" if graphs is not None and graphs.failed is None else (
+        "compiled" if model.compiled else "eager")
 
 
 def fresh_peak(device: torch.device) -> None:
