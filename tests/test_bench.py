@@ -23,7 +23,7 @@ def test_bench_compares_store_placements_and_measures_twenty_minutes_in(tmp_path
     assert resident["store_host_gb"] == 0 and offloaded["store_host_gb"] > 0
     # relax keeps 2 sinks + 1 staged history + 1 tail of its 60 stored frames on the device
     assert offloaded["store_device_gb"] < resident["store_device_gb"] / 10
-    assert offloaded["workspace_gb"] == pytest.approx(resident["workspace_gb"] / 2, rel=1e-3)  # keys only
+    assert offloaded["workspace_gb"] == 0 < resident["workspace_gb"]  # the device tier is the memory
     for run in (resident, offloaded):
         late = run["late"]
         assert late["seconds"] >= 1200 and late["frame"] == late["seconds"] * 16 / 4

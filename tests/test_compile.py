@@ -13,8 +13,10 @@ from relaxforcing.sampling import ChunkSampler, StreamSession
 pytestmark = pytest.mark.e2e  # inductor compiles C++ kernels: tens of seconds on two cores
 
 
-def stream(model: CausalWanModel, context: torch.Tensor, spec: str, frames: int, **options) -> torch.Tensor:
-    session = StreamSession(ChunkSampler(model, build_policy(spec)), context, [3, 4], (4, 4), frames, **options)
+def stream(model: CausalWanModel, context: torch.Tensor, spec: str, frames: int, offload: str = "auto",
+           **options) -> torch.Tensor:
+    session = StreamSession(ChunkSampler(model, build_policy(spec), offload=offload), context, [3, 4], (4, 4),
+                            frames, **options)
     return torch.cat([c.latents for c in session], dim=2)
 
 
@@ -41,6 +43,16 @@ def test_compiled_stream_equals_eager(tiny_model, tiny_context, compiled_twin, s
     assert 1 <= graphs <= 2  # the blocks' graph and the head's
     again = stream(compiled_twin, tiny_context, spec, 45)
     assert torch.equal(again[:, :, :27], compiled[:, :, :27]) and counters["stats"]["unique_graphs"] == graphs
+
+
+def test_compiled_blocks_rotate_the_stores_keys_as_eager_does(tiny_model, tiny_context, compiled_twin):
+    """Relax offloaded attends its device tier where it lies, un-rotated keys rotated inside each block: the
+    compiled blocks (RoPE fused into the join of memory and chunk keys) equal eager, and eager equals the resident
+    store, which rotates keys into a workspace, bit for bit."""
+    eager = stream(tiny_model, tiny_context, "relax", 30, offload="history")
+    assert torch.equal(eager, stream(tiny_model, tiny_context, "relax", 30, offload="none"))
+    compiled = stream(compiled_twin, tiny_context, "relax", 30, offload="history")
+    assert (compiled - eager).abs().max() <= 1e-5
 
 
 def test_warm_up_chunks_run_eagerly_and_bit_for_bit(tiny_model, tiny_context, compiled_twin):

@@ -45,34 +45,35 @@ class KVSource(Protocol):
 class MemoryReader:
     """Fills the model's :class:`~relaxforcing.model.wan.MemoryKV` for one chunk at a time.
 
-    Every denoising step and the clean pass of a chunk attend to the same frames at the same positions, so the
-    attended keys are gathered and rotated once per chunk, layer by layer, into one workspace ``[L, B, Lm, H, D]``
-    for keys and one for values. The workspace is kept, at one address, while the attended length stays about the
-    same (every chunk at a policy's steady state), so no copy of the attended cache is allocated per chunk and a
-    CUDA graph of the forward reads it in place; a :class:`MemoryKV` is valid until the next :meth:`read`. The
-    reader holds no reference to its store (a store owns its reader).
+    When the attended frames are the store's first slots, in order (relax offloaded: sinks | history | tail; the
+    whole ring of a policy whose keys are stored rotated), the memory is the store itself: nothing is copied, and
+    un-rotated keys come with their RoPE factors for the blocks to rotate as they read them. Otherwise every
+    denoising step and the clean pass of a chunk attend the same frames at the same positions, so the attended keys
+    are gathered and rotated once per chunk, layer by layer, into one workspace ``[L, B, Lm, H, D]`` for keys and
+    one for values. The workspace is kept, at one address, while the attended length stays about the same (every
+    chunk at a policy's steady state), so no copy of the attended cache is allocated per chunk and a CUDA graph of
+    the forward reads it in place; a :class:`MemoryKV` is valid until the next :meth:`read`. The reader holds no
+    reference to its store (a store owns its reader).
     """
 
     def __init__(self) -> None:
         self._keys: torch.Tensor | None = None  # flat storage of the rotated keys [L, B, Lm, H, D]
-        self._values: torch.Tensor | None = None  # of the values (None while values are attended in place)
+        self._values: torch.Tensor | None = None  # and of the values
 
     def nbytes(self) -> int:
         return sum(t.nbytes for t in (self._keys, self._values) if t is not None)
 
-    def _workspace(self, shape: tuple[int, ...], like: torch.Tensor, values: bool
-                   ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Keys (and values) workspace of ``shape``. Storage is kept while a read needs between 3/4 of it and all
-        of it, so lengths that alternate (a policy whose memory changes from chunk to chunk) keep one address and
-        a longer warm-up does not pin its size for the whole stream."""
+    def _workspace(self, shape: tuple[int, ...], like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Keys and values workspace of ``shape``. Storage is kept while a read needs between 3/4 of it and all of
+        it, so lengths that alternate (a policy whose memory changes from chunk to chunk) keep one address and a
+        longer warm-up does not pin its size for the whole stream."""
         need = math.prod(shape)
         held = 0 if self._keys is None else self._keys.numel()
-        if not 0.75 * held <= need <= held or (self._values is not None) != values:
+        if not 0.75 * held <= need <= held:
             self._keys = self._values = None  # free the old workspace before taking the new one
             self._keys = torch.empty(need, dtype=like.dtype, device=like.device)
-            self._values = torch.empty(need, dtype=like.dtype, device=like.device) if values else None
-        keys = self._keys[:need].view(shape)
-        return keys, None if self._values is None else self._values[:need].view(shape)
+            self._values = torch.empty(need, dtype=like.dtype, device=like.device)
+        return self._keys[:need].view(shape), self._values[:need].view(shape)
 
     def read(self, store: KVSource, view: MemoryView, grid_hw: tuple[int, int], head_dim: int) -> MemoryKV | None:
         """The rotated keys and values of ``view``'s frames at ``view``'s positions (None when it has no frames).
@@ -92,19 +93,20 @@ class MemoryReader:
             frames = frames.gather(1, canonical.argsort(dim=1))
         slots = store.locate(frames)  # [B, N] on the host
         layers, batch, stored, tokens, heads, dim = source.shape
-        if store.keys_rotated and leading(slots):
-            self._keys = self._values = None  # the store's first slots are the memory
-            n = slots.shape[1]
-            return MemoryKV(source[:, :, :n].flatten(2, 3), store.v[:, :, :n].flatten(2, 3))
         rope = None if store.keys_rotated else rope_factors(
             upload(view.positions, source.device), grid_hw, head_dim, rotation_dtype(source.dtype))  # [B, N*T, 2, D]
         picked = kept_tokens(view.keep_tokens)  # [B, K] flat (frame column * T + token) indices, or None
+        keep = None
+        if picked is None and view.keep_tokens is not None:
+            keep = upload(view.keep_tokens.flatten(1), source.device)
+        if picked is None and leading(slots):
+            # The store's first slots are the memory (relax offloaded: sinks | history | tail; an absolute-position
+            # policy's whole ring): it is attended where it lies, each block rotating un-rotated keys as it reads them.
+            self._keys = self._values = None
+            n = slots.shape[1]
+            return MemoryKV(source[:, :, :n].flatten(2, 3), store.v[:, :, :n].flatten(2, 3), keep, rope)
         length = view.frames.shape[1] * tokens if picked is None else picked.shape[1]
-        shape = (layers, batch, length, heads, dim)
-        # A view that reads every device slot in order (relax offloaded: sinks | history | tail) attends the store's
-        # values as they lie; keys are always rotated into the workspace.
-        in_place = picked is None and slots.shape[1] == stored and bool((slots == torch.arange(stored)).all())
-        workspace_keys, workspace_values = self._workspace(shape, source, values=not in_place)
+        workspace_keys, workspace_values = self._workspace((layers, batch, length, heads, dim), source)
         token_slots = token_ids = None
         if picked is not None:
             token_slots = upload(slots.gather(1, picked // tokens), source.device)  # [B, K]
@@ -118,13 +120,8 @@ class MemoryReader:
             else:
                 k, v = store.gather(layer, token_slots, token_ids)
             workspace_keys[layer].copy_(k if rope is None else apply_rope(k, rope))
-            if not in_place:
-                workspace_values[layer].copy_(v)
-        values = store.v.flatten(2, 3) if in_place else workspace_values
-        keep = None
-        if picked is None and view.keep_tokens is not None:
-            keep = upload(view.keep_tokens.flatten(1), source.device)
-        return MemoryKV(workspace_keys, values, keep)
+            workspace_values[layer].copy_(v)
+        return MemoryKV(workspace_keys, workspace_values, keep)
 
 
 def leading(slots: torch.Tensor) -> bool:

@@ -34,11 +34,14 @@ class MemoryKV:
     positions. It enters each block as tensors (``keys[layer]``), so a compiled block sees no Python lookups."""
 
     keys: torch.Tensor
-    """``[L, B, Lm, H, D]`` rotated keys."""
+    """``[L, B, Lm, H, D]`` keys, rotated to their positions unless :attr:`rope` is given."""
     values: torch.Tensor
     """``[L, B, Lm, H, D]``."""
     keep: torch.Tensor | None = None
     """``[B, Lm]`` bool token-level retention (None = every token)."""
+    rope: torch.Tensor | None = None
+    """``[B or 1, Lm, 2, D]``: the keys are stored un-rotated; each block rotates them by these factors as it
+    attends them (fused with the copy that joins them to the chunk's own keys), so no rotated copy is kept."""
 
 
 def sinusoidal_embedding(dim: int, position: torch.Tensor) -> torch.Tensor:
@@ -100,9 +103,10 @@ class SelfAttention(nn.Module):
         self,
         x: torch.Tensor,  # [B, Lq, C]
         rope: torch.Tensor,  # [B or 1, Lq, 2, D]
-        memory_k: torch.Tensor | None,  # [B, Lm, H, D], rotated
+        memory_k: torch.Tensor | None,  # [B, Lm, H, D], rotated unless memory_rope is given
         memory_v: torch.Tensor | None,
         mask: torch.Tensor | None,  # [B or 1, 1, Lq, Lm + Lq]
+        memory_rope: torch.Tensor | None = None,  # [B or 1, Lm, 2, D]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Attention output ``[B, Lq, C]`` and this layer's un-roped keys and values ``[B, Lq, H, D]``."""
         heads = (self.num_heads, -1)
@@ -111,6 +115,8 @@ class SelfAttention(nn.Module):
         v = self.v(x).unflatten(-1, heads)
         keys, values = apply_rope(k, rope), v
         if memory_k is not None:
+            if memory_rope is not None:
+                memory_k = apply_rope(memory_k, memory_rope)
             keys, values = torch.cat([memory_k, keys], dim=1), torch.cat([memory_v, values], dim=1)
         return self.o(attention(apply_rope(q, rope), keys, values, mask).flatten(2)), k, v
 
@@ -156,9 +162,10 @@ class Block(nn.Module):
         e0: torch.Tensor,  # [B, F, 6, C]
         context_kv: tuple[torch.Tensor, torch.Tensor],  # [B, Lt, H, D] each
         rope: torch.Tensor,  # [B or 1, F*T, 2, D]
-        memory_k: torch.Tensor | None = None,  # [B, Lm, H, D], rotated
+        memory_k: torch.Tensor | None = None,  # [B, Lm, H, D], rotated unless memory_rope is given
         memory_v: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,  # [B or 1, 1, F*T, Lm + F*T]
+        memory_rope: torch.Tensor | None = None,  # [B or 1, Lm, 2, D]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """The block's output ``[B, F*T, C]`` and its un-roped self-attention keys and values ``[B, F*T, H, D]``.
 
@@ -173,7 +180,7 @@ class Block(nn.Module):
 
         y, k, v = self.self_attn(
             (per_frame(self.norm1(x)) * (1 + scale1[:, :, None]) + shift1[:, :, None]).flatten(1, 2),
-            rope, memory_k, memory_v, mask)
+            rope, memory_k, memory_v, mask, memory_rope)
         x = x + (per_frame(y) * gate1[:, :, None]).flatten(1, 2)
         x = x + self.cross_attn(self.norm3(x), context_kv)
         y = self.ffn((per_frame(self.norm2(x)) * (1 + scale2[:, :, None]) + shift2[:, :, None]).flatten(1, 2))
@@ -266,11 +273,12 @@ class CausalWanModel(nn.Module):
         finally:
             self._graphs = graphs
 
-    def _graphed_forward(self, x: torch.Tensor, t: torch.Tensor, rope: torch.Tensor,
-                         context_kv: list[tuple[torch.Tensor, torch.Tensor]], memory_keys: torch.Tensor,
-                         memory_values: torch.Tensor) -> torch.Tensor:
-        """The compiled forward a CUDA graph captures: every input a tensor (or a list of them)."""
-        inputs = SelfAttentionInputs(rope=rope, memory=MemoryKV(memory_keys, memory_values))
+    def _graphed_forward(self, copied: list[torch.Tensor | None], context_kv: list[tuple[torch.Tensor, torch.Tensor]],
+                         in_place: list[torch.Tensor]) -> torch.Tensor:
+        """The compiled forward a CUDA graph captures: ``copied`` = (x, t, rope, memory rope or None), ``in_place``
+        = (memory keys, memory values)."""
+        x, t, rope, memory_rope = copied
+        inputs = SelfAttentionInputs(rope=rope, memory=MemoryKV(*in_place, rope=memory_rope))
         return self._run(x, t, context_kv, inputs, compiled=True)
 
     @contextmanager
@@ -337,9 +345,10 @@ class CausalWanModel(nn.Module):
         if memory is not None and memory.keep is not None and mask is None:
             own = memory.keep.new_ones(memory.keep.shape[0], tokens.shape[1])
             mask = torch.cat([memory.keep, own], dim=1)[:, None, None, :]  # [B, 1, 1, Lm + Lq]
+        memory_rope = None if memory is None else memory.rope
         for layer, block in enumerate(blocks):
             memory_kv = (memory.keys[layer], memory.values[layer]) if memory is not None else (None, None)
-            tokens, k, v = block(tokens, e0, context_kv[layer], inputs.rope, *memory_kv, mask)
+            tokens, k, v = block(tokens, e0, context_kv[layer], inputs.rope, *memory_kv, mask, memory_rope)
             if inputs.capture_kv is not None:
                 inputs.capture_kv(layer, k, v)
         # 4. Head and unpatchify.
@@ -449,6 +458,6 @@ class CausalWanModel(nn.Module):
         rope = rope_factors(upload(positions, x.device), grid, self.config.head_dim, dtype)
         graphs = self.cuda_graphs if compiled else None
         if graphs is not None and capture_kv is None and memory is not None and memory.keep is None:
-            return graphs(x, t, rope, context_kv, memory.keys, memory.values)
+            return graphs([x, t, rope, memory.rope], context_kv, [memory.keys, memory.values])
         inputs = SelfAttentionInputs(rope=rope, memory=memory, capture_kv=capture_kv)
         return self._run(x, t, context_kv, inputs, compiled)
