@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -50,6 +51,7 @@ class ForwardGraphs:
         self._calls: dict[tuple, int] = {}  # input shapes -> calls run without a graph
         self._captured: set[tuple] = set()  # input shapes captured before
         self._stream: torch.cuda.Stream | None = None
+        self._lock = threading.Lock()
         self.replays = 0
         """Calls answered by a graph replay."""
         self.failed: str | None = None
@@ -59,15 +61,20 @@ class ForwardGraphs:
                  ) -> torch.Tensor:
         shapes = tuple(signature(a) for a in (*copied, context_kv[0][0], *in_place))
         key = (shapes, *(None if a is None else a.data_ptr() for a in in_place))
-        entry = self._graphs.get(key)
-        if entry is None:
-            if self.failed is not None or self._calls.get(shapes, 0) < self.warmup:  # compile, select kernels
+        with self._lock:  # streams on other threads (the viewer's jobs) capture and replay one at a time
+            entry = self._graphs.get(key)
+            if entry is None and (self.failed is not None or self._calls.get(shapes, 0) < self.warmup):
                 self._calls[shapes] = self._calls.get(shapes, 0) + 1
-                return self.fn(copied, context_kv, in_place)
-            entry = self._capture(key, copied, context_kv, in_place, warm=shapes in self._captured)
-            if entry is None:
-                return self.fn(copied, context_kv, in_place)
-            self._captured.add(shapes)
+            elif entry is None:
+                entry = self._capture(key, copied, context_kv, in_place, warm=shapes in self._captured)
+                if entry is not None:
+                    self._captured.add(shapes)
+            if entry is not None:
+                return self._replay(key, entry, copied, context_kv)
+        return self.fn(copied, context_kv, in_place)  # compilation and kernel selection, or graphs off
+
+    def _replay(self, key: tuple, entry: _Entry, copied: Inputs, context_kv: list[tuple[torch.Tensor, torch.Tensor]]
+                ) -> torch.Tensor:
         self._graphs.move_to_end(key)
         for static, given in zip(entry.copied, copied, strict=True):
             if static is not None:
