@@ -274,3 +274,17 @@ def test_tiled_stream_rejects_a_changed_frame_size(tiny_vae: AutoencoderKLWan, w
     stream.decode(wide[:, :, :1])
     with pytest.raises(ValueError, match="latent frame size changed mid-stream: 6x10 after 7x10"):
         stream.decode(wide[:, :, 1:2, :6])
+
+
+@pytest.mark.e2e  # inductor compiles C++ kernels for the decoder: a minute or two on two cores
+def test_compiled_streaming_decode_equals_eager(tiny_vae: AutoencoderKLWan, latents: torch.Tensor,
+                                                whole: torch.Tensor) -> None:
+    """A compiled untiled stream (its up path one compiled function) decodes every chunk as the eager stream does,
+    to float32 rounding; a tiled stream of the same codec stays eager (one graph per tile shape would be needed)."""
+    codec = WanVAEDecoder(tiny_vae).with_compiled()
+    assert codec.compiled and not WanVAEDecoder(tiny_vae).compiled
+    stream = codec.chunk_decoder()
+    parts = [stream.decode_pixels(latents[:, :, a:b]) for a, b in [(0, 1), (1, 3), (3, 5)]]
+    torch.testing.assert_close(torch.cat(parts, dim=2), whole, atol=1e-5, rtol=0)
+    tiled = codec.with_tiles(VAETiles(1, 2)).chunk_decoder()
+    assert tiled._up == tiled._tail and stream._up != stream._tail

@@ -425,6 +425,8 @@ def bench(
     cuda_graphs: Annotated[str, typer.Option(help="Replay the compiled denoising steps from CUDA graphs: on, off, "
                                                   "or on,off to compare in one run (compiled CUDA DiT only).")
                            ] = "on",
+    vae_compile: Annotated[str, typer.Option(help="Compile the Wan VAE's streaming decode (whole frames): off, on, "
+                                                  "or off,on to compare in one run.")] = "off",
 ) -> None:
     """Time self-attention, DiT, decode and end-to-end generation per memory policy, side by side."""
     from relaxforcing.bench.run import markdown, run_bench
@@ -447,6 +449,9 @@ def bench(
     graph_modes = [g.strip().lower() for g in cuda_graphs.split(",") if g.strip()] or ["on"]
     if not set(graph_modes) <= {"on", "off"}:
         raise ValueError(f"--cuda-graphs {cuda_graphs!r}: choose on, off or on,off")
+    vae_compiles = list(dict.fromkeys(v.strip().lower() for v in vae_compile.split(",") if v.strip())) or ["off"]
+    if not set(vae_compiles) <= {"on", "off"}:
+        raise ValueError(f"--vae-compile {vae_compile!r}: choose off, on or off,on")
     for flag, value in (("--seconds", seconds), ("--long-seconds", long_seconds), ("--late-seconds", late_seconds)):
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{flag} must be a positive number, got {value}")
@@ -467,7 +472,12 @@ def bench(
             pipe.codec = chosen
             codec = with_vae_tiles(pipe, spec).codec
             tiles = getattr(codec, "tiles", None)
-            codecs.setdefault(label if tiles is None else f"{label}:{tiles.height}x{tiles.width}", codec)
+            if tiles is not None:
+                codecs.setdefault(f"{label}:{tiles.height}x{tiles.width}", codec)
+                continue
+            for compiled in vae_compiles if hasattr(codec, "with_compiled") else ["off"]:
+                codecs.setdefault(label + (" (compiled)" if compiled == "on" else ""),
+                                  codec.with_compiled() if compiled == "on" else codec)
     report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap, offloads, late_seconds,
                        codecs, [g == "on" for g in graph_modes])
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")

@@ -201,6 +201,13 @@ class Head(nn.Module):
         return self.head((x * (1 + scale[:, :, None]) + shift[:, :, None]).flatten(1, 2))
 
 
+def use_inductor_cache() -> None:
+    """Keep compiled graphs on disk (``TORCHINDUCTOR_CACHE_DIR``, default ``~/.cache/relaxforcing/inductor``), so a
+    second process on the machine starts fast."""
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "relaxforcing" / "inductor"
+    os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
+
+
 @dataclass
 class CompiledParts:
     """``torch.compile`` wrappers of a model's blocks and head (sharing their parameters; not submodules)."""
@@ -247,8 +254,7 @@ class CausalWanModel(nn.Module):
         replayed (:class:`~relaxforcing.model.graphs.ForwardGraphs`): one launch instead of hundreds; the clean pass,
         which hands its keys/values to the store layer by layer, runs the compiled blocks without a graph.
         """
-        cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "relaxforcing" / "inductor"
-        os.environ.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache))
+        use_inductor_cache()
         options = {"fullgraph": True, "dynamic": False, "mode": mode}
         self._compiled = CompiledParts([torch.compile(block, **options) for block in self.blocks],
                                        torch.compile(self.head, **options))
