@@ -117,10 +117,6 @@ class ForwardGraphs:
         self._graphs[key] = entry
         return entry
 
-    def clear(self) -> None:
-        """Drop every graph (and its memory pool)."""
-        self._graphs.clear()
-
 
 def signature(tensor: torch.Tensor | None) -> tuple | None:
     return None if tensor is None else (tuple(tensor.shape), tensor.stride(), tensor.dtype)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -270,14 +270,9 @@ class CausalWanModel(nn.Module):
         """The graphs compiled denoising forwards replay (None: compiled forwards run without graphs)."""
         return self._graphs if self.compiled else None
 
-    @contextmanager
-    def without_graphs(self) -> Iterator[None]:
+    def without_graphs(self) -> AbstractContextManager[None]:
         """Inside the ``with`` statement, compiled forwards run without CUDA graphs (to compare)."""
-        graphs, self._graphs = self._graphs, None
-        try:
-            yield
-        finally:
-            self._graphs = graphs
+        return self._unset("_graphs")
 
     def _graphed_forward(self, copied: list[torch.Tensor | None], context_kv: list[tuple[torch.Tensor, torch.Tensor]],
                          in_place: list[torch.Tensor]) -> torch.Tensor:
@@ -287,14 +282,19 @@ class CausalWanModel(nn.Module):
         inputs = SelfAttentionInputs(rope=rope, memory=MemoryKV(*in_place, rope=memory_rope))
         return self._run(x, t, context_kv, inputs, compiled=True)
 
-    @contextmanager
-    def eager(self) -> Iterator[None]:
+    def eager(self) -> AbstractContextManager[None]:
         """Inside the ``with`` statement, calls that ask for the compiled parts run eagerly (to compare the paths)."""
-        compiled, self._compiled = self._compiled, None
+        return self._unset("_compiled")
+
+    @contextmanager
+    def _unset(self, name: str) -> Iterator[None]:
+        """The attribute ``name`` is None inside the ``with`` statement and restored after it."""
+        kept = getattr(self, name)
+        setattr(self, name, None)
         try:
             yield
         finally:
-            self._compiled = compiled
+            setattr(self, name, kept)
 
     # ---- shared pieces -------------------------------------------------------------------------------------
 
