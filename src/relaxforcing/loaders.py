@@ -99,7 +99,8 @@ def load_toy(device: str = "cpu", weights_dir: Path | None = None) -> VideoPipel
     schedule = meta["schedule"]
     return VideoPipeline(
         model=model,
-        encode_text=ToyTextEncoder(VOCABULARY, device, reader=read_prompt),
+        encode_text=ToyTextEncoder(VOCABULARY, device, reader=read_prompt,
+                                   phrase_starts=meta.get("text", {}).get("phrase_starts", ())),
         codec=codec,
         latent_hw=tuple(meta["latent_hw"]),
         fps=meta["fps"],

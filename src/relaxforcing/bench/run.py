@@ -69,7 +69,8 @@ class BenchResult:
     decoder_state_gb: float
     """The streaming decoder's state after two chunks (the Wan VAE's causal caches, all tiles)."""
     late: dict | None = None
-    """At a late position (:func:`late_chunks`): its length in seconds, DiT ms/chunk and peak GB there."""
+    """At a late position (:func:`late_chunks`): its length in seconds, DiT ms/chunk and peak GB there (decoding
+    included)."""
 
 
 class Timer:
@@ -159,17 +160,17 @@ def bench_policy(
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else store.nbytes()
     sizes = {"offload": store.offload, "store_device_gb": store.device_nbytes() / 1e9,
              "store_host_gb": store.host_nbytes() / 1e9, "workspace_gb": store.workspace_nbytes() / 1e9}
-    del session, store  # the runs below measure their own sessions
+    timings = {"dit_ms_per_chunk": 1e3 * dit_s / chunks, "decode_ms_per_chunk": 1e3 * decode_s / chunks,
+               "e2e_fps": frames_out / wall_s, "dit_fps": frames_out / dit_s}
+    del session, store, output  # the runs below measure their own sessions and decoders
     return BenchResult(
         policy=policy, decoder=decoder, dit=dit_mode(pipe), seconds=seconds, attended_frames=attended,
-        attended_tokens=sum(key_tokens) / len(key_tokens) / tokens, **sizes,
+        attended_tokens=sum(key_tokens) / len(key_tokens) / tokens, **sizes, **timings,
         self_attention_ms_per_chunk=attention_ms(pipe, key_tokens, forwards),
-        dit_ms_per_chunk=1e3 * dit_s / chunks, decode_ms_per_chunk=1e3 * decode_s / chunks,
-        e2e_fps=frames_out / wall_s, dit_fps=frames_out / dit_s,
         first_frame_s=first_frame, warmup_s=warmup_s, steady_chunks=chunks, peak_memory_gb=peak / 1e9,
         **decode_memory(pipe, last_latents),
         compiled_error=compiled_error(pipe, policy, prompt, offload) if check_compiled else None,
-        late=late_chunks(pipe, policy, late_seconds, prompt, offload) if late_seconds else None,
+        late=late_chunks(pipe, policy, late_seconds, prompt, offload, overlap=overlap) if late_seconds else None,
     )
 
 
@@ -210,24 +211,33 @@ def decode_memory(pipe: VideoPipeline, latents: torch.Tensor) -> dict[str, float
 
 
 def late_chunks(pipe: VideoPipeline, policy: str, seconds: float, prompt: str, offload: str | None,
-                chunks: int = 4) -> dict:
+                chunks: int = 4, overlap: bool = False) -> dict:
     """DiT time and peak device memory of ``chunks`` chunks made ``seconds`` into a stream, without making the
     frames before them: once the store's ring is full, its frames are relabelled as the ones just before that
     point (``FrameStore.fast_forward``), so the store, the policy's reads and every buffer are those of that point.
-    A memory that grows with the video's length shows here; a flat one matches the short run."""
+    Every chunk is decoded as in the main run (``overlap``: beside the next chunk), so the peak holds the decoder's
+    cache and working memory too. A memory that grows with the video's length shows here; a flat one matches the
+    short run."""
     device = pipe.model.patch_embedding.weight.device
     session = pipe.session([prompt], [5], None, policy, offload=offload)
     store, f = session.store, pipe.chunk_frames
-    while store.num_frames < store.sink_frames + store.ring_frames + f:  # the ring is full
-        session.next_chunk()
-    step = math.lcm(store.ring_frames, f)
-    skip = max(0, math.ceil((pipe.latent_frames(seconds) - store.num_frames) / step) * step)
-    store.fast_forward(skip)
-    session.index += skip // f
-    session.next_chunk()  # a new position may select other frames: warm them before timing
-    timer = Timer(device)
-    fresh_peak(device)
-    seconds_dit = sum(timer(session.next_chunk)[0] for _ in range(chunks))
+    with VideoOutput(pipe.codec.chunk_decoder(), overlap=overlap) as output:
+        while store.num_frames < store.sink_frames + store.ring_frames + f:  # the ring is full
+            output.submit(session.next_chunk())
+        step = math.lcm(store.ring_frames, f)
+        skip = max(0, math.ceil((pipe.latent_frames(seconds) - store.num_frames) / step) * step)
+        store.fast_forward(skip)
+        session.index += skip // f
+        output.submit(session.next_chunk())  # a new position may select other frames: warm them before timing
+        output.wait()
+        timer = Timer(device)
+        fresh_peak(device)
+        seconds_dit = 0.0
+        for _ in range(chunks):
+            t_dit, chunk = timer(session.next_chunk)
+            seconds_dit += t_dit
+            output.submit(chunk)
+        output.wait()
     peak = torch.cuda.max_memory_allocated(device) if device.type == "cuda" else store.nbytes()
     return {"seconds": store.num_frames * pipe.frames_per_latent / pipe.fps, "frame": store.num_frames,
             "dit_ms_per_chunk": 1e3 * seconds_dit / chunks, "peak_memory_gb": peak / 1e9,

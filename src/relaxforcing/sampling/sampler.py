@@ -108,8 +108,13 @@ class ChunkSampler:
         index: int,
         commit: bool = True,
         known: torch.Tensor | None = None,
+        uncond_kv: CrossKV | None = None,
     ) -> Chunk:
         """Denoise the chunk starting at ``store.num_frames``; commit its clean keys/values unless told not to.
+
+        ``uncond_kv``: the empty context's cross-attention keys/values, for classifier-free guidance
+        (``schedule.guidance`` > 1): each step's flow is then ``uncond + guidance * (cond - uncond)``, both read
+        against the same memory; the clean pass runs with ``cross_kv`` alone.
 
         ``known`` ``[B, C, g < f, h, w]``: clean latents of the chunk's first ``g`` frames (an image). They sit in the
         chunk at t = 0 in every step (the model takes one timestep per frame), the other frames are denoised
@@ -129,6 +134,9 @@ class ChunkSampler:
             if g:
                 x[:, :, :g], t[:, :g] = known, 0.0
             flow = model.forward_chunk(x, t, cross_kv, view.query_positions, memory=memory, compiled=compiled)
+            if uncond_kv is not None and self.schedule.guidance != 1:
+                uncond = model.forward_chunk(x, t, uncond_kv, view.query_positions, memory=memory, compiled=compiled)
+                flow = torch.lerp(uncond, flow, self.schedule.guidance)
             x0 = (x.double() - sigma * flow.double()).float()
             if g:
                 x0[:, :, :g] = known

@@ -22,10 +22,16 @@ class FlowSchedule:
     """Re-noise each x0 estimate with fresh Gaussian noise (Self-Forcing, for distilled few-step models); when
     False, re-noise with the noise the model implies, x_t + (1 - sigma) v — a deterministic Euler step of the
     flow ODE, which plain (undistilled) flow-matching models such as the toy need."""
+    guidance: float = 1.0
+    """Classifier-free guidance scale: each denoising step also predicts the flow under the empty (all-zero) text
+    context and uses ``uncond + guidance * (cond - uncond)``; 1 is off (one forward per step). For models trained
+    with zeroed-caption dropout (the toy); distilled few-step models such as Self-Forcing run without it."""
 
     def __post_init__(self) -> None:
         if not self.steps or any(not 0 < s <= self.num_train_timesteps for s in self.steps):
             raise ValueError(f"steps {self.steps} must be in (0, {self.num_train_timesteps}]")
+        if not self.guidance >= 1:
+            raise ValueError(f"guidance {self.guidance} must be >= 1 (1 is off)")
 
     def table(self) -> torch.Tensor:
         """The scheduler's timesteps, float64, descending: 1000*sigma' for sigma = 1 - k/1000."""

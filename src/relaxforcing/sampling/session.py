@@ -85,6 +85,10 @@ class StreamSession:
         """Index of the next chunk."""
         with torch.no_grad():
             self.cross_kv: CrossKV = sampler.model.encode_context(context.to(sampler.device))
+            self.uncond_kv: CrossKV | None = None
+            """The empty (all-zero) context's keys/values when the schedule guides (classifier-free guidance)."""
+            if sampler.schedule.guidance != 1:
+                self.uncond_kv = sampler.model.encode_context(torch.zeros_like(context, device=sampler.device))
         if store is not None and (store.num_frames or store.batch != len(seeds)):
             raise ValueError(f"a new session needs an empty store for {len(seeds)} samples; this one holds "
                              f"{store.num_frames} frames of {store.batch} samples")
@@ -145,7 +149,7 @@ class StreamSession:
             chunk = self.sampler.commit_chunk(self.store, self.cross_kv, given, self.latent_hw, self.index)
         else:
             chunk = self.sampler.denoise_chunk(self.store, self.cross_kv, self.generators, self.latent_hw,
-                                               self.index, commit=not last, known=given)
+                                               self.index, commit=not last, known=given, uncond_kv=self.uncond_kv)
         if self.given_frames:
             mark_given(chunk.trace, self.given_frames)
         if start + f >= self.given_frames:

@@ -1,4 +1,5 @@
-"""Closed-vocabulary text encoder of the toy world: fixed seeded word vectors plus sinusoidal positions."""
+"""Closed-vocabulary text encoder of the toy world: fixed seeded word vectors plus sinusoidal positions, optionally
+with each word's phrase mixed in (a fixed stand-in for a contextual encoder such as umT5)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import difflib
 import math
 import re
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import Protocol
 
 import torch
@@ -47,23 +48,34 @@ class PromptReading(Protocol):
 class ToyTextEncoder:
     """Encodes prompts of a closed vocabulary to ``[B, 24, 64]`` without trained weights, like umT5 in shape.
 
-    Token ``i`` of a prompt is ``word_vector(word_i) + sinusoid(i)``. Word vectors are ``N(0, 1)`` draws from a
-    CPU ``torch.Generator`` seeded with the CRC32 of the word, so they are the same on every machine and do not
-    change when words are added to the vocabulary. Prompts are lower-cased and punctuation is dropped.
+    Token ``i`` of a prompt is ``word_vector(word_i) + sinusoid(i)``, plus, with ``phrase_starts``, the sum of
+    the word vectors of its phrase divided by the square root of the phrase's length. Word vectors are
+    ``N(0, 1)`` draws from a CPU ``torch.Generator`` seeded with the CRC32 of the word, so they are the same on every
+    machine and do not change when words are added to the vocabulary. Prompts are lower-cased and punctuation is
+    dropped.
+
+    Why phrases: the DiT's text embedding is per token, so without them "red" and "circle" reach it as unrelated
+    tokens, and which colour goes with which shape can only be worked out by attention across text positions. umT5
+    hands Wan contextual tokens; the phrase sum is the toy's fixed equivalent: every word of "a large red circle"
+    carries the whole phrase.
 
     Args:
         vocabulary: every word a prompt may use (the toy world's: ``toyworld.VOCABULARY``).
         device: where :meth:`__call__` puts the embeddings.
         reader: turns free text into a caption of the vocabulary first (the embedded model reads ordinary prompts
             with ``toyworld.prompts.read_prompt``); without one, prompts must use the vocabulary.
+        phrase_starts: words that begin a new phrase (the toy world's: ``toyworld.captions.PHRASE_STARTS``); empty:
+            no phrase term (the encoding earlier toy weights were trained with).
     """
 
     text_len = TEXT_LEN
     text_dim = TEXT_DIM
 
     def __init__(self, vocabulary: Sequence[str], device: torch.device | str = "cpu",
-                 reader: Callable[[str], PromptReading] | None = None) -> None:
+                 reader: Callable[[str], PromptReading] | None = None,
+                 phrase_starts: Collection[str] = ()) -> None:
         self.vocabulary = tuple(vocabulary)
+        self.phrase_starts = frozenset(phrase_starts)
         self.device = device
         self.reader = reader
         self._index = {word: i for i, word in enumerate(self.vocabulary)}
@@ -100,9 +112,19 @@ class ToyTextEncoder:
                 raise ValueError(
                     f"prompt has {len(words)} words, the toy text encoder reads at most {TEXT_LEN}: {prompt!r}"
                 )
-            ids = torch.tensor([self._index[word] for word in words], dtype=torch.long)
-            out[row, : len(words)] = self._words[ids] + self._positions[: len(words)]
+            vectors = self._words[torch.tensor([self._index[word] for word in words], dtype=torch.long)]  # [n, D]
+            out[row, : len(words)] = vectors + self._positions[: len(words)] + self._phrase_sums(words, vectors)
         return out.to(device)
+
+    def _phrase_sums(self, words: list[str], vectors: torch.Tensor) -> torch.Tensor:
+        """``[n, D]``: for each word, its phrase's word vectors summed and divided by sqrt(phrase length)."""
+        out = torch.zeros_like(vectors)
+        if not self.phrase_starts:
+            return out
+        starts = [i for i, word in enumerate(words) if i == 0 or word in self.phrase_starts] + [len(words)]
+        for begin, end in zip(starts, starts[1:], strict=False):
+            out[begin:end] = vectors[begin:end].sum(dim=0) / math.sqrt(end - begin)
+        return out
 
 
 def _word_vector(word: str) -> torch.Tensor:

@@ -23,6 +23,9 @@ VOCABULARY: tuple[str, ...] = tuple(
     sorted({*ARTICLES, *LINKS, *SIZES, *OBJECT_COLORS, *KINDS, *PATTERNS, *BACKGROUND_COLORS})
 )
 """Every word a caption may use (after lower-casing and dropping punctuation)."""
+PHRASE_STARTS = (*ARTICLES, "and", "bouncing", "on")
+"""Words that open a phrase of a caption ("a large red circle", "and", "bouncing", "on", "a striped gray
+background"): the toy text encoder mixes each phrase into its words."""
 GRAMMAR = (
     "a [small|large] <colour> <shape> [, or and] ... (1 to 3 objects) "
     "bouncing on a [plain|checkered|striped] <background colour> background"

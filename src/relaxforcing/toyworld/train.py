@@ -25,7 +25,7 @@ from relaxforcing.model.config import WanConfig
 from relaxforcing.model.wan import CausalWanModel
 from relaxforcing.sampling.schedule import FlowSchedule
 from relaxforcing.text.toy import ToyTextEncoder
-from relaxforcing.toyworld.captions import VOCABULARY, caption
+from relaxforcing.toyworld.captions import PHRASE_STARTS, VOCABULARY, caption
 from relaxforcing.toyworld.render import render_batch, to_float
 from relaxforcing.toyworld.world import sample_world
 
@@ -50,15 +50,26 @@ class TrainConfig:
     save_every: int = 500
     codec_seconds: float = 60.0
     """Time spent training the autoencoder before the DiT (first session only)."""
+    caption_dropout: float = 0.1
+    """Share of clips trained with the empty (all-zero) text context: teaches the unconditional flow that
+    classifier-free guidance (``FlowSchedule.guidance``) contrasts with the conditional one."""
+    phrase_context: bool = True
+    """Encode captions with each word's phrase mixed in (``ToyTextEncoder(phrase_starts=...)``)."""
+
+    def phrase_starts(self) -> tuple[str, ...]:
+        return PHRASE_STARTS if self.phrase_context else ()
 
 
 class ToyData:
-    """An endless stream of rendered clips and captions from fresh world seeds."""
+    """An endless stream of rendered clips and captions from fresh world seeds; ``caption_dropout`` of the
+    captions are replaced by the empty context."""
 
-    def __init__(self, device: torch.device, seed: int):
+    def __init__(self, device: torch.device, seed: int, caption_dropout: float = 0.0,
+                 phrase_starts: tuple[str, ...] = ()):
         self.device = device
-        self.text = ToyTextEncoder(VOCABULARY)
+        self.text = ToyTextEncoder(VOCABULARY, phrase_starts=phrase_starts)
         self.rng = np.random.default_rng(seed)
+        self.caption_dropout = caption_dropout
 
     def clips(self, size: int, frames: int) -> tuple[torch.Tensor, list[str]]:
         """``[B, frames, 3, 64, 64]`` video in [-1, 1] from any phase of a long video, and captions."""
@@ -72,7 +83,9 @@ class ToyData:
         video, captions = self.clips(size, 4 * CLIP_LATENT_FRAMES)
         with torch.no_grad():
             latents = codec.encode(video)  # [B, 16, 21, 16, 16]
-        return latents, upload(self.text.encode(captions), self.device)
+        dropped = self.rng.random(size) < self.caption_dropout
+        return latents, upload(self.text.encode(["" if d else c for c, d in zip(captions, dropped, strict=True)]),
+                               self.device)
 
 
 def train_codec(codec: ToyAutoencoder, data: ToyData, seconds: float) -> float:
@@ -126,7 +139,10 @@ def train(run_dir: Path, config: TrainConfig, time_budget: float, device: str = 
     codec = ToyAutoencoder().to(dev)
     state_path = run_dir / "state.pt"
     step = 0
-    data = ToyData(dev, seed=config.seed * 1_000_003)
+    def make_data(seed: int) -> ToyData:
+        return ToyData(dev, seed, config.caption_dropout, config.phrase_starts())
+
+    data = make_data(config.seed * 1_000_003)
     if state_path.exists():
         state = torch.load(state_path, map_location=dev, weights_only=True)
         model.load_state_dict(state["model"])
@@ -134,7 +150,7 @@ def train(run_dir: Path, config: TrainConfig, time_budget: float, device: str = 
         opt.load_state_dict(state["opt"])
         codec.load_state_dict(state["codec"])
         step = int(state["step"])
-        data = ToyData(dev, seed=config.seed * 1_000_003 + step)
+        data = make_data(config.seed * 1_000_003 + step)
     elif init_from is not None:
         weights = {k: v.float() for k, v in load_file(str(init_from / "toy.safetensors"), device=str(dev)).items()}
         model.load_state_dict(weights)
@@ -198,12 +214,14 @@ def export(run_dir: Path, weights_dir: Path, config: TrainConfig | None = None) 
     save_file({k: v.half().contiguous() for k, v in state["ema"].items()}, str(path))
     codec = {k: v.float().contiguous() for k, v in state["codec"].items()}
     save_file(codec, str(weights_dir / "toy_codec.safetensors"))
+    config = config or TrainConfig()
     meta = {
         "model": WanConfig.from_name("toy").to_dict(),
         "schedule": {**asdict(TOY_SCHEDULE), "steps": list(TOY_SCHEDULE.steps)},
         "codec": {"kind": "toy-autoencoder", "file": "toy_codec.safetensors"},
+        "text": {"kind": "toy-words", "phrase_starts": list(config.phrase_starts())},
         "fps": 16, "frames_per_latent": 4, "latent_hw": [16, 16], "upscale": 4,
-        "training": {"step": int(state["step"]), **(asdict(config) if config else {})},
+        "training": {"step": int(state["step"]), **asdict(config)},
     }
     if (run_dir / "init.json").is_file():  # warm-started: keep the history of the weights it started from
         meta["training"]["warm_started_from"] = json.loads((run_dir / "init.json").read_text())["training"]
