@@ -79,3 +79,33 @@ def test_text_encoder_errors() -> None:
     with pytest.raises(TypeError, match="list of prompts"):
         encoder.encode(PROMPT)
     assert set(encoder.vocabulary) == set(VOCABULARY)
+
+
+def test_phrase_context_binds_each_word_to_its_phrase():
+    from relaxforcing.toyworld.captions import PHRASE_STARTS
+
+    plain, phrased = ToyTextEncoder(VOCABULARY), ToyTextEncoder(VOCABULARY, phrase_starts=PHRASE_STARTS)
+    red_circle = phrased.encode(["a red circle and a blue square bouncing on a black background"])
+    blue_circle = phrased.encode(["a blue circle and a red square bouncing on a black background"])
+    assert not torch.allclose(red_circle[0, 2], blue_circle[0, 2])  # "circle" knows its colour
+    assert not torch.equal(red_circle[0, 4:7], blue_circle[0, 4:7])  # the second phrase differs too
+    assert torch.equal(red_circle[0, 8:], blue_circle[0, 8:])  # "bouncing on a black background" is shared
+    same = plain.encode(["a red circle and a blue square bouncing on a black background"])
+    assert not torch.equal(same, red_circle)
+
+
+def test_guidance_one_is_off_and_above_one_changes_the_video():
+    import dataclasses
+
+    from relaxforcing.loaders import load_toy
+
+    pipe = load_toy()
+    prompt, frames = "a red circle bouncing on a black background", 2 * pipe.chunk_frames
+
+    def latents(guidance: float) -> torch.Tensor:
+        pipe.schedule = dataclasses.replace(pipe.schedule, guidance=guidance)
+        return torch.cat([c.latents for c in pipe.session([prompt], [0], frames, "relax")], dim=2)
+
+    base = latents(1.0)
+    assert torch.equal(base, latents(1.0))
+    assert not torch.allclose(base, latents(2.0))
