@@ -206,7 +206,7 @@ def train(run_dir: Path, config: TrainConfig, time_budget: float, device: str = 
     return {"step": step, "done": step >= config.steps}
 
 
-def export(run_dir: Path, weights_dir: Path, config: TrainConfig | None = None) -> Path:
+def export(run_dir: Path, weights_dir: Path, config: TrainConfig) -> Path:
     """Write the EMA weights as fp16 safetensors plus a JSON sidecar (model config, schedule, codec, training)."""
     state = torch.load(run_dir / "state.pt", map_location="cpu", weights_only=True)
     weights_dir.mkdir(parents=True, exist_ok=True)
@@ -214,7 +214,6 @@ def export(run_dir: Path, weights_dir: Path, config: TrainConfig | None = None) 
     save_file({k: v.half().contiguous() for k, v in state["ema"].items()}, str(path))
     codec = {k: v.float().contiguous() for k, v in state["codec"].items()}
     save_file(codec, str(weights_dir / "toy_codec.safetensors"))
-    config = config or TrainConfig()
     meta = {
         "model": WanConfig.from_name("toy").to_dict(),
         "schedule": {**asdict(TOY_SCHEDULE), "steps": list(TOY_SCHEDULE.steps)},
