@@ -3,6 +3,8 @@ store's video bit for bit, keep on the device only what chunks attend, and snaps
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from test_session import encode
@@ -42,6 +44,18 @@ def test_offloaded_store_gives_the_resident_video_bit_for_bit(tiny_model, spec, 
         assert store.k.shape[2] <= store.sink_frames + store.ring_frames + store.synthesised_frames
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="copy streams need a CUDA device")
+@pytest.mark.parametrize("offload", ["history", "all"])
+def test_offloaded_store_on_cuda_gives_the_resident_video_bit_for_bit(tiny_model, offload):
+    """On CUDA the host copies run on a copy stream from staging buffers the compute stream reuses."""
+    model = copy.deepcopy(tiny_model).cuda()
+    resident, _ = video(session(model, "relax", "none"))
+    offloaded_session = session(model, "relax", offload)
+    offloaded, _ = video(offloaded_session)
+    assert offloaded.is_cuda and torch.equal(offloaded, resident)
+    assert offloaded_session.store.host_nbytes() > 0
+
+
 def test_relax_keeps_sinks_tail_and_one_staged_frame_on_the_device(tiny_model):
     live = session(tiny_model, "relax", "history", frames=None)
     for _ in range(50):  # 150 frames: far past the 58-frame ring
@@ -51,6 +65,15 @@ def test_relax_keeps_sinks_tail_and_one_staged_frame_on_the_device(tiny_model):
     assert store.device_nbytes() - store.prototype_sums.nbytes == 4 * frame_bytes
     assert store.host_nbytes() == (2 + 58) * frame_bytes  # every frame the ring holds, once
     assert store.workspace_nbytes() == 0  # the device tier is attended where it lies, keys rotated as read
+
+
+def test_relax_warm_up_chunks_are_attended_in_place(tiny_model):
+    """Before a history frame exists, relax attends sinks and tail: the tail is copied into the empty staging slot,
+    so no workspace (a rotated copy of the attended frames) is ever allocated."""
+    live = session(tiny_model, "relax", "history", frames=None)
+    for _ in range(8):
+        live.next_chunk()
+        assert live.store.workspace_nbytes() == 0
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import weakref
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import torch
@@ -50,6 +51,41 @@ class HostSlots:
     def nbytes(self) -> int:
         """Bytes of the blocks made so far."""
         return sum(k.nbytes + v.nbytes for k, v in (f.result() for f in self._futures if f.done()))
+
+
+class StagedCopies:
+    """Device-to-host copies of keys/values just computed, on a copy stream, without keeping the originals alive.
+
+    Each write is first copied into one of ``depth`` device buffers in the compute stream's order, and the copy stream
+    copies to the host from there; the compute stream reuses a buffer only after the copy stream has read it (a GPU-side
+    event wait, never a host sync). Handing the originals to the copy stream (``record_stream``) would keep every
+    layer of a chunk allocated until the GPU reached its copy, because the host runs a whole clean pass ahead of the
+    GPU: 0.86 GB for Wan2.1-1.3B at 832x480."""
+
+    def __init__(self, stream: torch.cuda.Stream, depth: int = 2):
+        self._stream = stream
+        self._buffers: list[tuple[torch.Tensor, torch.Tensor] | None] = [None] * depth
+        self._read = [torch.cuda.Event() for _ in range(depth)]  # recorded once the copy stream has read a buffer
+        self._next = 0
+
+    def copy(self, keys: torch.Tensor, values: torch.Tensor,
+             to_host: Callable[[torch.Tensor, torch.Tensor], None]) -> None:
+        """Stage ``keys``/``values`` and run ``to_host(staged_keys, staged_values)`` on the copy stream."""
+        index, self._next = self._next, (self._next + 1) % len(self._buffers)
+        compute = torch.cuda.current_stream(keys.device)
+        compute.wait_event(self._read[index])  # no-op before the buffer's first use
+        staged = self._buffers[index]
+        if staged is None or staged[0].shape != keys.shape or staged[0].dtype != keys.dtype:
+            staged = self._buffers[index] = (torch.empty_like(keys), torch.empty_like(values))
+        staged[0].copy_(keys)
+        staged[1].copy_(values)
+        self._stream.wait_stream(compute)
+        with torch.cuda.stream(self._stream):
+            to_host(*staged)
+            self._read[index].record(self._stream)
+
+    def nbytes(self) -> int:
+        return sum(k.nbytes + v.nbytes for k, v in filter(None, self._buffers))
 
 
 HEADROOM = 0.9

@@ -3,12 +3,10 @@ the device, or with offloading in host memory with only what chunks attend on th
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-
 import torch
 
 from relaxforcing.devices import upload
-from relaxforcing.memory.host import HostSlots
+from relaxforcing.memory.host import HostSlots, StagedCopies
 from relaxforcing.memory.reader import MemoryReader
 from relaxforcing.memory.view import MemoryView
 from relaxforcing.model.rope import apply_rope, rope_factors, rotation_dtype
@@ -99,6 +97,7 @@ class FrameStore:
         self._recent_frame = [-1] * self.recent_frames  # frame held by each recent-ring device slot
         self._staged: list[dict[int, int]] = [{} for _ in range(batch)]  # per sample: frame -> staging slot
         self._copy_stream = torch.cuda.Stream(self.device) if cuda and offload != "none" else None
+        self._staged_copies = StagedCopies(self._copy_stream) if self._copy_stream is not None else None
         self._reader = MemoryReader()  # its workspace, reused from chunk to chunk
         self._memos: dict[int, dict[str, torch.Tensor]] = {}  # chunk start -> the memo its view left (newest two)
         self._folded_at = -1  # start of the last chunk whose folds were applied (-1: synthesised frames are empty)
@@ -172,8 +171,23 @@ class FrameStore:
                 self._staged[sample] = staged = {f: s for f, s in staged.items() if s != slot}
                 self._fetch(frame, slot, sample)
                 staged[frame] = slot
-        slots = [[self._device_slot(f, sample) for f in row] for sample, row in enumerate(rows)]
+        slots = [self._lead(sample, row, [self._device_slot(f, sample) for f in row])
+                 for sample, row in enumerate(rows)]
         return torch.tensor(slots, dtype=torch.long).reshape(frames.shape)
+
+    def _lead(self, sample: int, row: list[int], slots: list[int]) -> list[int]:
+        """``slots`` of ``sample``'s ``row``, after copying device frames into free staging slots where that makes the
+        row read the store's first slots in order. A chunk whose memory has a gap where staged frames go (relax's
+        warm-up: sinks and tail, no history yet) is then attended in place, not gathered into a workspace."""
+        staging = range(self.resident_sinks, self.resident_sinks + self.staging_frames)
+        moves = [(j, frame, slot) for j, (frame, slot) in enumerate(zip(row, slots, strict=True)) if slot != j]
+        if not moves or any(j not in staging or j in slots for j, _, _ in moves):
+            return slots
+        for j, frame, slot in moves:  # a device-to-device copy per frame; the frame stays where it was as well
+            self.k[:, sample, j].copy_(self.k[:, sample, slot])
+            self.v[:, sample, j].copy_(self.v[:, sample, slot])
+            self._staged[sample] = {f: s for f, s in self._staged[sample].items() if s != j} | {frame: j}
+        return list(range(len(row)))
 
     def _held(self, frames: torch.Tensor) -> list[int]:
         """``frames`` as a flat list; raises if one is not held."""
@@ -283,17 +297,17 @@ class FrameStore:
 
     def _write_host(self, layer: int, start: int, keys: torch.Tensor, values: torch.Tensor) -> None:
         """Copy one layer of frames ``[B, f, T, H, D]`` to their host slots (on the copy stream when on CUDA)."""
-        stream = self._copy_stream
-        if stream is not None:
-            stream.wait_stream(torch.cuda.current_stream(self.device))
-            keys.record_stream(stream)  # the allocator keeps them until the copies are done
-            values.record_stream(stream)
-        with torch.cuda.stream(stream) if stream is not None else nullcontext():
+        def to_host(keys: torch.Tensor, values: torch.Tensor) -> None:
             for i in range(keys.shape[1]):
                 host_keys, host_values = self._host[self.slot(start + i)]
                 for b in range(self.batch):
                     host_keys[layer, b].copy_(keys[b, i], non_blocking=True)
                     host_values[layer, b].copy_(values[b, i], non_blocking=True)
+
+        if self._staged_copies is None:  # CPU: the copies are done when they return
+            to_host(keys, values)
+        else:
+            self._staged_copies.copy(keys, values, to_host)
 
     def advance(self, end: int) -> None:
         """Mark frames up to ``end`` (exclusive) committed, after every layer of them was :meth:`write`-n."""
@@ -448,8 +462,9 @@ class FrameStore:
                 self._fetch(frame, device_slot, sample)
 
     def device_nbytes(self) -> int:
-        """Bytes of keys/values (and prototypes) on the device."""
-        return self.k.nbytes + self.v.nbytes + self.prototype_sums.nbytes
+        """Bytes of keys/values (and prototypes, and the buffers host copies are staged in) on the device."""
+        staging = self._staged_copies.nbytes() if self._staged_copies is not None else 0
+        return self.k.nbytes + self.v.nbytes + self.prototype_sums.nbytes + staging
 
     def host_nbytes(self) -> int:
         """Bytes of keys/values in host memory (page-locked in the background from the start, to ``(sinks + ring)``
