@@ -10,6 +10,7 @@ from relaxforcing.memory.policies.base import MemoryPolicy
 from relaxforcing.memory.store import OFFLOAD_MODES, FrameStore
 from relaxforcing.memory.view import MemoryView
 from relaxforcing.model.wan import CausalWanModel, MemoryKV
+from relaxforcing.sampling.guidance import GuidedForward
 from relaxforcing.sampling.schedule import FlowSchedule
 
 CrossKV = list[tuple[torch.Tensor, torch.Tensor]]
@@ -60,6 +61,7 @@ class ChunkSampler:
         """Where new stores keep frames (``FrameStore``'s modes; ``auto`` resolved)."""
         self.timesteps = self.schedule.timesteps()
         self.sigmas = [self.schedule.sigma(t) for t in self.timesteps]
+        self._guided = GuidedForward(self.schedule.guidance) if self.schedule.guidance != 1 else None
 
     @property
     def device(self) -> torch.device:
@@ -114,7 +116,8 @@ class ChunkSampler:
 
         ``uncond_kv``: the empty context's cross-attention keys/values, for classifier-free guidance
         (``schedule.guidance`` > 1): each step's flow is then ``uncond + guidance * (cond - uncond)``, both read
-        against the same memory; the clean pass runs with ``cross_kv`` alone.
+        against the same memory in one forward of twice the batch (:class:`GuidedForward`); the clean pass runs
+        with ``cross_kv`` alone.
 
         ``known`` ``[B, C, g < f, h, w]``: clean latents of the chunk's first ``g`` frames (an image). They sit in the
         chunk at t = 0 in every step (the model takes one timestep per frame), the other frames are denoised
@@ -129,14 +132,17 @@ class ChunkSampler:
         shape = (model.config.in_dim, f, *latent_hw)
         x = self.noise(generators, shape)
         batch = x.shape[0]
+        guided = self._guided if uncond_kv is not None else None
+        if guided is not None:
+            paired_kv, paired_memory = guided.pair_context(cross_kv, uncond_kv), guided.pair_memory(memory)
         for i, (timestep, sigma) in enumerate(zip(self.timesteps, self.sigmas, strict=True)):
             t = torch.full((batch, f), timestep, device=self.device)
             if g:
                 x[:, :, :g], t[:, :g] = known, 0.0
-            flow = model.forward_chunk(x, t, cross_kv, view.query_positions, memory=memory, compiled=compiled)
-            if uncond_kv is not None and self.schedule.guidance != 1:
-                uncond = model.forward_chunk(x, t, uncond_kv, view.query_positions, memory=memory, compiled=compiled)
-                flow = torch.lerp(uncond, flow, self.schedule.guidance)
+            if guided is None:
+                flow = model.forward_chunk(x, t, cross_kv, view.query_positions, memory=memory, compiled=compiled)
+            else:
+                flow = guided.flow(model, x, t, paired_kv, view.query_positions, paired_memory, compiled)
             x0 = (x.double() - sigma * flow.double()).float()
             if g:
                 x0[:, :, :g] = known
