@@ -29,16 +29,17 @@ def tiny_context() -> torch.Tensor:
 
 @pytest.fixture
 def nan_from_chunk():
-    """``nan_from_chunk(pipe, k)`` makes the toy DiT's outputs NaN from chunk ``k`` on (each chunk calls it 9
-    times: 8 denoising steps and the clean pass)."""
+    """``nan_from_chunk(pipe, k)`` makes the toy DiT's outputs NaN from chunk ``k`` on (each chunk calls it once per
+    denoising step, a guided step included, and once for the clean pass)."""
 
     def poison(pipe, chunk: int) -> None:
         forward, calls = pipe.model.forward_chunk, {"n": 0}
+        per_chunk = len(pipe.schedule.steps) + 1
 
         def failing(*args, **kwargs):
             calls["n"] += 1
             out = forward(*args, **kwargs)
-            return out * float("nan") if calls["n"] > chunk * 9 else out
+            return out * float("nan") if calls["n"] > chunk * per_chunk else out
 
         pipe.model.forward_chunk = failing
 

@@ -26,6 +26,8 @@ from relaxforcing.model.rope import apply_rope, rope_factors, rotation_dtype
 
 KVCapture = Callable[[int, torch.Tensor, torch.Tensor], None]
 """Receives ``(layer, k, v)`` with un-roped ``[B, L, H, D]`` keys and values of the current tokens."""
+CrossKV = list[tuple[torch.Tensor, torch.Tensor]]
+"""Per-layer cross-attention keys/values of the text context (:meth:`CausalWanModel.encode_context`)."""
 
 
 @dataclass
@@ -315,7 +317,7 @@ class CausalWanModel(nn.Module):
             raise ValueError(f"timesteps must be [B, F] = {[x.shape[0], x.shape[2]]}, got {list(t.shape)}")
         self.token_grid(tuple(x.shape[3:]))
 
-    def encode_context(self, context: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    def encode_context(self, context: torch.Tensor) -> CrossKV:
         """Text context ``[B, L<=text_len, text_dim]`` -> per-layer cross-attention keys/values."""
         cfg = self.config
         if context.ndim != 3 or context.shape[-1] != cfg.text_dim or context.shape[1] > cfg.text_len:

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 
-from relaxforcing.model.wan import CausalWanModel, MemoryKV
-
-if TYPE_CHECKING:
-    from relaxforcing.sampling.sampler import CrossKV
+from relaxforcing.model.wan import CausalWanModel, CrossKV, MemoryKV
 
 
 class GuidedForward:

@@ -9,12 +9,9 @@ import torch
 from relaxforcing.memory.policies.base import MemoryPolicy
 from relaxforcing.memory.store import OFFLOAD_MODES, FrameStore
 from relaxforcing.memory.view import MemoryView
-from relaxforcing.model.wan import CausalWanModel, MemoryKV
+from relaxforcing.model.wan import CausalWanModel, CrossKV, MemoryKV
 from relaxforcing.sampling.guidance import GuidedForward
 from relaxforcing.sampling.schedule import FlowSchedule
-
-CrossKV = list[tuple[torch.Tensor, torch.Tensor]]
-"""Per-layer cross-attention keys/values of the text context (``CausalWanModel.encode_context``)."""
 
 
 @dataclass
