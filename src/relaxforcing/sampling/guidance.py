@@ -11,8 +11,8 @@ class GuidedForward:
     """``uncond + scale * (cond - uncond)`` from one forward of batch ``2B``: rows ``:B`` read the prompt's
     cross-attention keys/values, rows ``B:`` the empty context's, and both halves attend the same memory.
 
-    One forward of twice the batch costs less than two forwards (one call's overhead, larger matrix products: 14% less
-    per chunk for the toy model on a 2-core CPU). The paired memory and context live in buffers reused from chunk to
+    One forward of twice the batch costs less than two forwards (one call's overhead, larger matrix products). The
+    paired memory and context live in buffers reused from chunk to
     chunk, so a compiled model replays its CUDA graph at fixed addresses; the memory is copied once per chunk, the
     context once per prompt.
     """
