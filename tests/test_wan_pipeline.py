@@ -88,6 +88,15 @@ def test_frame_counts_and_sizes(wan: tuple[Path, Path]) -> None:
         pipe.latent_frames(0)
 
 
+def test_compile_covers_the_dit_and_the_vae_decode(wan: tuple[Path, Path]) -> None:
+    """``--compile`` compiles the DiT's chunk step and the Wan VAE's streaming decode; on CPU the default is
+    neither."""
+    eager = loaders.load_pipeline(*wan, device="cpu")
+    assert not eager.model.compiled and not eager.codec.compiled
+    compiled = loaders.load_pipeline(*wan, device="cpu", compile=True)
+    assert compiled.model.compiled and compiled.codec.compiled
+
+
 def test_prompts_encoded_up_front_with_one_encoder_load(wan: tuple[Path, Path], tmp_path: Path,
                                                         monkeypatch) -> None:
     loaded = track_encoder_loads(monkeypatch)

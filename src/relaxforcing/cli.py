@@ -425,8 +425,9 @@ def bench(
     cuda_graphs: Annotated[str, typer.Option(help="Replay the compiled denoising steps from CUDA graphs: on, off, "
                                                   "or on,off to compare in one run (compiled CUDA DiT only).")
                            ] = "on",
-    vae_compile: Annotated[str, typer.Option(help="Compile the Wan VAE's streaming decode (whole frames): off, on, "
-                                                  "or off,on to compare in one run.")] = "off",
+    vae_compile: Annotated[str | None, typer.Option(help="Compile the Wan VAE's streaming decode (whole frames): "
+                                                         "off, on, or off,on to compare in one run (default: as "
+                                                         "the DiT, see --compile).")] = None,
 ) -> None:
     """Time self-attention, DiT, decode and end-to-end generation per memory policy, side by side."""
     from relaxforcing.bench.run import markdown, run_bench
@@ -449,7 +450,7 @@ def bench(
     graph_modes = [g.strip().lower() for g in cuda_graphs.split(",") if g.strip()] or ["on"]
     if not set(graph_modes) <= {"on", "off"}:
         raise ValueError(f"--cuda-graphs {cuda_graphs!r}: choose on, off or on,off")
-    vae_compiles = list(dict.fromkeys(v.strip().lower() for v in vae_compile.split(",") if v.strip())) or ["off"]
+    vae_compiles = list(dict.fromkeys(v.strip().lower() for v in (vae_compile or "").split(",") if v.strip()))
     if not set(vae_compiles) <= {"on", "off"}:
         raise ValueError(f"--vae-compile {vae_compile!r}: choose off, on or off,on")
     for flag, value in (("--seconds", seconds), ("--long-seconds", long_seconds), ("--late-seconds", late_seconds)):
@@ -475,9 +476,10 @@ def bench(
             if tiles is not None:
                 codecs.setdefault(f"{label}:{tiles.height}x{tiles.width}", codec)
                 continue
-            for compiled in vae_compiles if hasattr(codec, "with_compiled") else ["off"]:
-                codecs.setdefault(label + (" (compiled)" if compiled == "on" else ""),
-                                  codec.with_compiled() if compiled == "on" else codec)
+            variants = [codec.with_compiled(c == "on") for c in vae_compiles] if hasattr(codec, "with_compiled") \
+                else []
+            for variant in variants or [codec]:  # without --vae-compile: as loaded (compiled with the DiT)
+                codecs.setdefault(label + (" (compiled)" if getattr(variant, "compiled", False) else ""), variant)
     report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap, offloads, late_seconds,
                        codecs, [g == "on" for g in graph_modes])
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")

@@ -122,7 +122,8 @@ def load_pipeline(
 ) -> VideoPipeline:
     """The toy model when no checkpoint is given, else the Wan2.1 stack (DiT + umT5 + Wan VAE) at ``size``.
 
-    ``compile`` compiles the DiT's chunk step (:meth:`CausalWanModel.compile_blocks`); default: on CUDA only.
+    ``compile`` compiles the DiT's chunk step (:meth:`CausalWanModel.compile_blocks`) and the Wan VAE's streaming
+    decode; default: on CUDA only.
     ``offload`` says where sessions keep their frame stores (:func:`~relaxforcing.sampling.sampler.resolve_offload`).
     """
     check_offload(offload)
@@ -189,9 +190,12 @@ def with_vae_tiles(pipe: VideoPipeline, spec: str) -> VideoPipeline:
 
 
 def compiled_if(pipe: VideoPipeline, compile: bool | None) -> VideoPipeline:
-    """``pipe`` with its DiT compiled when ``compile`` says so (None: when it runs on CUDA)."""
+    """``pipe`` with its DiT, and its Wan VAE's streaming decode, compiled when ``compile`` says so (None: when it
+    runs on CUDA)."""
     if compile if compile is not None else pipe.model.patch_embedding.weight.is_cuda:
         pipe.model.compile_blocks()
+        if hasattr(pipe.codec, "with_compiled"):  # the Wan VAE (imported only with diffusers, the real extra)
+            pipe.codec = pipe.codec.with_compiled()
     return pipe
 
 

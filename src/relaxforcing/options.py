@@ -8,7 +8,8 @@ from typing import Annotated
 import typer
 
 CompileOption = Annotated[bool | None, typer.Option(
-    "--compile/--no-compile", help="Compile the DiT's chunk step (torch.compile; default: on CUDA only).")]
+    "--compile/--no-compile",
+    help="Compile the DiT's chunk step and the Wan VAE's streaming decode (torch.compile; default: on CUDA only).")]
 DecoderOption = Annotated[str, typer.Option(
     help="wan (the full Wan VAE) or tae (the tiny TAEHV preview decoder, --decoder-weights taew2_1.safetensors); "
          "Wan checkpoints only.")]

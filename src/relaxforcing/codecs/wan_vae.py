@@ -249,9 +249,11 @@ class VAEChunkDecoder:
             held = want
             if step is None:
                 break
-            y = step(y, feat_cache=cache, feat_idx=index)
             if isinstance(step, WanResample):  # 2x up
+                y = _upsample(step, y, cache, index)
                 scale, held = 2 * scale, tuple(2 * c for c in held)
+            else:
+                y = step(y, feat_cache=cache, feat_idx=index)
         y = _cached_conv(net.conv_out, net.nonlinearity(net.norm_out(y)), cache, index[0])
         return y[..., tile[0] * scale - held[0]:tile[1] * scale - held[0],
                  tile[2] * scale - held[2]:tile[3] * scale - held[2]]
@@ -307,6 +309,30 @@ def _cached_conv(conv: WanCausalConv3d, x: torch.Tensor, cache: list, idx: int) 
     y = conv(x, cache[idx])
     cache[idx] = cache_x
     return y
+
+
+def _upsample(step: WanResample, x: torch.Tensor, cache: list, index: list[int]) -> torch.Tensor:
+    """`WanResample.forward` of one of the decoder's 2x upsamplers on ``x`` ``[B, C, t, h, w]``, with the "Rep" slot
+    marker (an upsampler that has seen only the first latent frame, which is not doubled in time) tested by type.
+    diffusers compares the slot with the string, and when the slot holds a tensor torch.compile (2.11) cannot trace
+    ``tensor == "Rep"``: it breaks the graph there and falls back to compiling each residual block on its own."""
+    b, c, t, h, w = x.shape
+    if step.mode == "upsample3d":
+        held = cache[index[0]]
+        if held is None:
+            cache[index[0]] = "Rep"
+        else:
+            rep = isinstance(held, str)
+            fresh = x[:, :, -CACHE_T:].clone()
+            if fresh.shape[2] < 2:  # keep the last frame of the previous call too (zeros after the first frame)
+                fresh = torch.cat([torch.zeros_like(fresh) if rep else held[:, :, -1:].to(fresh.device), fresh], dim=2)
+            x = step.time_conv(x) if rep else step.time_conv(x, held)  # [B, 2C, t, h, w]
+            cache[index[0]] = fresh
+            x = torch.stack((x[:, :c], x[:, c:]), dim=3).reshape(b, c, 2 * t, h, w)  # halves interleaved in time
+        index[0] += 1
+    t = x.shape[2]
+    x = step.resample(x.transpose(1, 2).reshape(b * t, c, h, w))  # [B*t, C', 2h, 2w]
+    return x.view(b, t, *x.shape[1:]).transpose(1, 2)
 
 
 def _margins(steps: list[torch.nn.Module], conv_out: WanCausalConv3d) -> list[int]:
