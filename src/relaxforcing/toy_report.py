@@ -126,7 +126,10 @@ def plot(rows: list[dict], seconds: Sequence[float], path: Path) -> None:
             ax.plot(seconds, means, marker="o", label=policy)
         ax.set_title(key)
         ax.set_xlabel("video length (s)")
-    axes.flat[0].legend()
+    spare = axes.flat[len(keys):]  # an odd number of metrics leaves a panel: the legend goes there
+    for ax in spare:
+        ax.axis("off")
+    (spare[0] if len(spare) else axes.flat[0]).legend(*axes.flat[0].get_legend_handles_labels(), loc="center")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
