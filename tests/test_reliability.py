@@ -82,6 +82,7 @@ def files(tmp_path: Path) -> Path:
     (["serve", "--port", "99999"], "--port=99999 must be in 1..65535"),
     (["train-toy", "--steps", "0"], "must be positive"),
     (["train-toy", "--export", "a_file"], "--export a_file is a file, not a folder"),
+    (["train-toy", "--image-start", "2"], "--image-start is a share of clips, from 0 to 1; got 2.0"),
     (["bench", "--policies", " , "], "--policies names no memory policy"),
     (["bench", "--policies", "relax,bogus"], "unknown memory policy 'bogus'"),
     (["bench", "--long-seconds", "0"], "--long-seconds must be a positive number"),

@@ -275,6 +275,38 @@ def test_metrics_accept_upscaled_video_and_captions(clip) -> None:
         world_metrics(video[..., 0], world)
 
 
+def test_image_start_clips_open_on_a_still_whose_latent_frame_is_given_and_not_scored():
+    """A clip trained as ``generate --image`` starts a video: its first latent frame covers 4 copies of its first
+    video frame (what a picture encodes to), and enters the first chunk clean (t = 0) without being scored."""
+    from types import SimpleNamespace
+
+    from relaxforcing.codecs.toy_autoencoder import ToyAutoencoder
+    from relaxforcing.toyworld.train import ToyData, flow_matching_loss, open_on_a_still
+
+    video = torch.randn(2, 12, 3, 8, 8)
+    opened = open_on_a_still(video)
+    assert opened.shape == video.shape and torch.equal(opened[:, 4:], video[:, 1:-3])
+    assert torch.equal(opened[:, :4], video[:, :1].expand(-1, 4, -1, -1, -1))
+    codec = ToyAutoencoder().eval()
+    assert ToyData(torch.device("cpu"), 0).batch(2, codec)[2] is None  # off: the data stream is as before
+    assert ToyData(torch.device("cpu"), 0, image_start=1.0).batch(2, codec)[2].tolist() == [True, True]
+
+    class Recorder:
+        config = SimpleNamespace(chunk_frames=3)
+
+        def forward_teacher_forcing(self, clean, noisy, t, context):
+            self.t, self.noisy = t, noisy
+            self.out = torch.zeros_like(noisy, requires_grad=True)
+            return self.out
+
+    model, latents = Recorder(), torch.randn(2, 4, 6, 2, 2)
+    flow_matching_loss(model, latents, None, torch.Generator().manual_seed(0), torch.tensor([True, False])).backward()
+    assert model.t[0, 0] == 0 and (model.t[0, 1:] > 0).all() and (model.t[1] > 0).all()
+    assert torch.equal(model.noisy[0, :, 0], latents[0, :, 0])
+    grad = model.out.grad
+    assert not grad[0, :, 0].any() and (grad[0, :, 1:] != 0).all() and (grad[1] != 0).all()
+
+
 @pytest.mark.e2e
 def test_training_warm_starts_from_exported_weights_and_exports_again(tmp_path):
     """One CPU step from the shipped weights: the run starts at those weights, keeps their codec, and exports a

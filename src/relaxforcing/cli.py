@@ -372,6 +372,8 @@ def train_toy(
     export_to: Annotated[Path | None, typer.Option("--export", help="Write fp16 EMA weights + sidecar here.")] = None,
     init_from: Annotated[Path | None, typer.Option(help="Start a new run from exported weights (e.g. the shipped "
                                                         "ones in relaxforcing/weights), keeping their codec.")] = None,
+    image_start: Annotated[float, typer.Option(help="Share of clips that open on a still first latent frame, given "
+                                                    "clean, as generate --image starts a video.")] = 0.1,
 ) -> None:
     """Train the embedded toy model on the procedural world (resumable, time-boxed)."""
     from relaxforcing.interrupts import Interrupted, stop_on_signals
@@ -379,12 +381,14 @@ def train_toy(
 
     if steps < 1 or batch < 1 or not time_budget > 0 or not lr > 0:
         raise ValueError("--steps, --batch, --lr and --time-budget must be positive")
+    if not 0 <= image_start <= 1:
+        raise ValueError(f"--image-start is a share of clips, from 0 to 1; got {image_start}")
     check_folder_flag("--run-dir", run_dir)
     if export_to is not None:
         check_folder_flag("--export", export_to)
     if init_from is not None and not (init_from / "toy.safetensors").is_file():
         raise ValueError(f"--init-from {init_from} holds no toy.safetensors (a folder written by --export)")
-    config = TrainConfig(steps=steps, batch=batch, lr=lr)
+    config = TrainConfig(steps=steps, batch=batch, lr=lr, image_start=image_start)
     with stop_on_signals("training step") as stop:
         result = train(run_dir, config, time_budget, device=device, init_from=init_from, stop_requested=stop)
     if stop() and not result["done"]:

@@ -56,6 +56,11 @@ class TrainConfig:
     classifier-free guidance (``FlowSchedule.guidance``) contrasts with the conditional one."""
     phrase_context: bool = True
     """Encode captions with each word's phrase mixed in (``ToyTextEncoder(phrase_starts=...)``)."""
+    image_start: float = 0.1
+    """Share of clips trained as ``generate --image`` starts a video: the clip opens on a still (its first frame
+    held for the 4 video frames of the first latent frame, :func:`open_on_a_still`), and that latent frame is given
+    clean in the first chunk and left out of the loss. Without it a picture's still latent frame is unlike anything
+    the model saw, and the objects it shows start slowly and stay slow."""
 
     def phrase_starts(self) -> tuple[str, ...]:
         return PHRASE_STARTS if self.phrase_context else ()
@@ -63,14 +68,15 @@ class TrainConfig:
 
 class ToyData:
     """An endless stream of rendered clips and captions from fresh world seeds; ``caption_dropout`` of the
-    captions are replaced by the empty context."""
+    captions are replaced by the empty context, ``image_start`` of the clips open on a still."""
 
     def __init__(self, device: torch.device, seed: int, caption_dropout: float = 0.0,
-                 phrase_starts: tuple[str, ...] = ()):
+                 phrase_starts: tuple[str, ...] = (), image_start: float = 0.0):
         self.device = device
         self.text = ToyTextEncoder(VOCABULARY, phrase_starts=phrase_starts)
         self.rng = np.random.default_rng(seed)
         self.caption_dropout = caption_dropout
+        self.image_start = image_start
 
     def clips(self, size: int, frames: int) -> tuple[torch.Tensor, list[str]]:
         """``[B, frames, 3, 64, 64]`` video in [-1, 1] from any phase of a long video, and captions."""
@@ -80,13 +86,24 @@ class ToyData:
         captions = [caption(w.scene, with_sizes=bool(self.rng.integers(0, 2))) for w in worlds]
         return to_float(videos), captions
 
-    def batch(self, size: int, codec: ToyAutoencoder) -> tuple[torch.Tensor, torch.Tensor]:
+    def batch(self, size: int, codec: ToyAutoencoder) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Latents ``[B, 16, 21, 16, 16]``, text context, and which clips open on a still (None: none can)."""
         video, captions = self.clips(size, 4 * CLIP_LATENT_FRAMES)
+        still = None
+        if self.image_start > 0:  # drawn only when asked, so runs without it see the same data as before
+            still = upload(torch.from_numpy(self.rng.random(size) < self.image_start), self.device)
+            video = torch.where(still[:, None, None, None, None], open_on_a_still(video), video)
         with torch.no_grad():
-            latents = codec.encode(video)  # [B, 16, 21, 16, 16]
+            latents = codec.encode(video)
         dropped = self.rng.random(size) < self.caption_dropout
         return latents, upload(self.text.encode(["" if d else c for c, d in zip(captions, dropped, strict=True)]),
-                               self.device)
+                               self.device), still
+
+
+def open_on_a_still(video: torch.Tensor) -> torch.Tensor:
+    """``[B, T, 3, H, W]`` -> the clip as a picture starts it: the first frame held for the first latent frame's 4
+    video frames, then the clip from its second frame on (the last 3 frames drop out)."""
+    return torch.cat([video[:, :1].expand(-1, 3, -1, -1, -1), video[:, :-3]], dim=1)
 
 
 def train_codec(codec: ToyAutoencoder, data: ToyData, seconds: float) -> float:
@@ -108,18 +125,25 @@ def train_codec(codec: ToyAutoencoder, data: ToyData, seconds: float) -> float:
 
 
 def flow_matching_loss(model: CausalWanModel, latents: torch.Tensor, context: torch.Tensor,
-                       generator: torch.Generator) -> torch.Tensor:
-    """MSE between predicted and true flow (noise - x0); every chunk gets its own noise level."""
+                       generator: torch.Generator, still: torch.Tensor | None = None) -> torch.Tensor:
+    """MSE between predicted and true flow (noise - x0); every chunk gets its own noise level. The first latent
+    frame of the clips ``still`` (``[B]`` bool) marks is given clean, as a picture is, and not scored."""
     b, _, f = latents.shape[:3]
     chunks = f // model.config.chunk_frames
     u = torch.rand(b, chunks, generator=generator, device=latents.device)
     shift = TOY_SCHEDULE.shift  # train where the sampler spends its steps
     sigma = (shift * u / (1 + (shift - 1) * u)).repeat_interleave(model.config.chunk_frames, dim=1)  # [B, F]
+    scored = torch.ones_like(sigma)  # [B, F]
+    if still is not None:
+        given = torch.zeros_like(sigma, dtype=torch.bool)
+        given[:, 0] = still
+        sigma, scored = sigma.masked_fill(given, 0.0), scored.masked_fill(given, 0.0)
     noise = torch.randn(latents.shape, generator=generator, device=latents.device)
     s = sigma[:, None, :, None, None]
     noisy = (1 - s) * latents + s * noise
     flow = model.forward_teacher_forcing(latents, noisy, sigma * 1000, context)
-    return torch.nn.functional.mse_loss(flow.float(), noise - latents)
+    per_frame = (flow.float() - (noise - latents)).square().mean(dim=(1, 3, 4))  # [B, F]
+    return (per_frame * scored).sum() / scored.sum()
 
 
 def train(run_dir: Path, config: TrainConfig, time_budget: float, device: str = "cuda",
@@ -141,7 +165,7 @@ def train(run_dir: Path, config: TrainConfig, time_budget: float, device: str = 
     state_path = run_dir / "state.pt"
     step = 0
     def make_data(seed: int) -> ToyData:
-        return ToyData(dev, seed, config.caption_dropout, config.phrase_starts())
+        return ToyData(dev, seed, config.caption_dropout, config.phrase_starts(), config.image_start)
 
     data = make_data(config.seed * 1_000_003)
     if state_path.exists():
@@ -181,9 +205,9 @@ def train(run_dir: Path, config: TrainConfig, time_budget: float, device: str = 
     while step < config.steps and time.time() - began < time_budget and not (stop_requested and stop_requested()):
         for group in opt.param_groups:
             group["lr"] = config.lr * schedule(step)
-        latents, context = data.batch(config.batch, codec)
+        latents, context, still = data.batch(config.batch, codec)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            loss = flow_matching_loss(model, latents, context, generator)
+            loss = flow_matching_loss(model, latents, context, generator, still)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
