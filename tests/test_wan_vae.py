@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from diffusers import AutoencoderKLWan
+from torch._dynamo.utils import counters
 from wan_fixtures import TINY_VAE, original_name
 
 from relaxforcing.checkpoints import CheckpointError
@@ -280,11 +281,21 @@ def test_tiled_stream_rejects_a_changed_frame_size(tiny_vae: AutoencoderKLWan, w
 def test_compiled_streaming_decode_equals_eager(tiny_vae: AutoencoderKLWan, latents: torch.Tensor,
                                                 whole: torch.Tensor) -> None:
     """A compiled untiled stream (its up path one compiled function) decodes every chunk as the eager stream does,
-    to float32 rounding; a tiled stream of the same codec stays eager (one graph per tile shape would be needed)."""
+    to float32 rounding. The first chunk, whose caches are still filling, runs eagerly and compiles nothing; the
+    steady state takes at most two graphs (the caches the eager chunk left, then the compiled graph's own layout) and
+    then no more. A tiled stream of the same codec stays eager (one graph per tile shape would be needed)."""
     codec = WanVAEDecoder(tiny_vae).with_compiled()
     assert codec.compiled and not WanVAEDecoder(tiny_vae).compiled
+    torch._dynamo.reset()
+    counters.clear()
     stream = codec.chunk_decoder()
-    parts = [stream.decode_pixels(latents[:, :, a:b]) for a, b in [(0, 1), (1, 3), (3, 5)]]
+    parts = [stream.decode_pixels(latents[:, :, 0:2])]
+    assert counters["stats"]["unique_graphs"] == 0
+    parts += [stream.decode_pixels(latents[:, :, a:b]) for a, b in [(2, 3), (3, 5)]]
     torch.testing.assert_close(torch.cat(parts, dim=2), whole, atol=1e-5, rtol=0)
+    graphs = counters["stats"]["unique_graphs"]
+    for _ in range(2):
+        stream.decode_pixels(torch.randn_like(latents[:, :, :2]))
+    assert 1 <= graphs <= 2 and counters["stats"]["unique_graphs"] == graphs and not counters["graph_break"]
     tiled = codec.with_tiles(VAETiles(1, 2)).chunk_decoder()
     assert tiled._up == tiled._tail and stream._up != stream._tail

@@ -93,7 +93,8 @@ class WanVAEDecoder:
         layout conversion per call (232 vs 274 ms per 832x480 chunk on an H200); default: on CUDA. ``tiles``: the
         streaming decoders' spatial tiles (None: whole frames). ``compiled``: untiled streaming decoders run the up
         blocks and ``conv_out`` of each latent frame as one function compiled by ``torch.compile`` (inductor fuses
-        the norms, activations and cache copies between the convolutions)."""
+        the norms, activations and cache copies between the convolutions), from the stream's second chunk on, once
+        the causal caches have their steady shapes: one graph."""
         cfg = vae.config
         if cfg.patch_size is not None or cfg.is_residual:
             raise ValueError(f"only the Wan2.1 VAE is supported (got patch_size={cfg.patch_size}, "
@@ -189,8 +190,8 @@ class VAEChunkDecoder:
         """Latent (top, bottom, left, right) of each tile; set by the first chunk (one tile when untiled)."""
         self._batch: int | None = None
         self._up = self._tail
-        """The up path of one latent frame on one tile; compiled when the decoder asks and decodes whole frames
-        (each tile's shapes would take a graph of their own)."""
+        """The up path of one latent frame on one tile at steady state; compiled when the decoder asks and decodes
+        whole frames (each tile's shapes would take a graph of their own)."""
         if decoder.compiled and tiles is None:
             self._up = torch.compile(self._tail, dynamic=False)
 
@@ -216,6 +217,7 @@ class VAEChunkDecoder:
                              f"{self._layout[-1][1]}x{self._layout[-1][3]}")
         if not self._tiles:
             self._tiles = [self._head] if len(self._layout) == 1 else [[None] * self._slots for _ in self._layout]
+        later_chunk = self._batch is not None
         net = self.decoder.vae.decoder
         x = self.decoder.vae.post_quant_conv(self.decoder.denormalize(latents))  # 1x1x1 conv: no temporal state
         heads = []  # per latent frame [B, C, 1, h, w]: the mid block's output on the whole frame
@@ -225,7 +227,9 @@ class VAEChunkDecoder:
             heads.append(net.mid_block(y, feat_cache=self._head, feat_idx=index))
         self._batch = latents.shape[0]
         if len(self._layout) == 1:
-            return torch.cat([self._up(y, self._head, (0, h, 0, w), (h, w)) for y in heads], dim=2).clamp(-1, 1)
+            frames = [(self._up if later_chunk and self._steady() else self._tail)(y, self._head, (0, h, 0, w), (h, w))
+                      for y in heads]
+            return torch.cat(frames, dim=2).clamp(-1, 1)
         canvas = None  # [B, 3, T, 8h, 8w]
         for tile, cache in zip(self._layout, self._tiles, strict=True):
             top, bottom, left, right = (SPACE_RATIO * c for c in tile)
@@ -236,6 +240,13 @@ class VAEChunkDecoder:
             canvas[..., top:bottom, left:right] = pixels
             del frames, pixels
         return canvas.clamp_(-1, 1)
+
+    def _steady(self) -> bool:
+        """Whether every cache holds its steady shape (after the stream's first two latent frames: the first leaves
+        1-frame caches and the upsamplers' "Rep" marker, the second replaces them), so the up path takes the one
+        graph the compiled decode is built for. The stream's first chunk runs eagerly anyway, so its frames do not
+        wait for a compilation; the steady graph compiles on the next chunk, which the DiT's work overlaps."""
+        return self._head[0] is not None and not any(isinstance(entry, str) for entry in self._head)
 
     def _tail(self, y: torch.Tensor, cache: list, tile: tuple[int, int, int, int], hw: tuple[int, int]
               ) -> torch.Tensor:
