@@ -33,6 +33,17 @@ def test_bench_compares_store_placements_and_measures_twenty_minutes_in(tmp_path
     assert "| relax | eager | toy | history | 4 s | 7 |" in result.stdout
 
 
+def test_bench_compares_attention_kernels_side_by_side(tmp_path):
+    """``--attention auto,math`` runs the policy once per kernel, the kernel named in the DiT column."""
+    out = tmp_path / "bench.json"
+    result = subprocess.run([sys.executable, "-m", "relaxforcing", "bench", "--seconds", "2", "--policies", "relax",
+                             "--attention", "auto,math", "--json", str(out)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    runs = json.loads(out.read_text())["results"]
+    assert [r["dit"] for r in runs] == ["eager", "eager, math attention"]
+    assert all(r["self_attention_ms_per_chunk"] > 0 and r["e2e_fps"] > 0 for r in runs)
+
+
 @pytest.mark.parametrize(("value", "message"), [
     ("off,4by4", "error: --vae-tiles '4by4': choose auto, off, or HxW latent cells per tile"),
     ("off,8x8", "error: --vae-tiles 8x8 tiles the full Wan VAE; this pipeline decodes with ToyAutoencoder"),

@@ -100,3 +100,15 @@ def test_cuda_graph_replays_equal_the_compiled_forward(tiny_model, tiny_context,
     replays = graphs.replays
     assert torch.equal(stream(model, context, spec, 36), graphed) and graphs.replays > replays
     torch._dynamo.reset()
+
+
+def test_switching_the_attention_backend_compiles_the_blocks_again(tiny_model, tiny_context, compiled_twin):
+    """The backend name is traced with the blocks: after ``use_attention`` the compiled blocks compile anew for it
+    (no graph compiled for another kernel is reused) without a graph break, and the video stays the eager one."""
+    eager = stream(tiny_model, tiny_context, "relax", 18)
+    first = stream(compiled_twin, tiny_context, "relax", 18)
+    graphs = counters["stats"]["unique_graphs"]
+    compiled_twin.use_attention("math")
+    again = stream(compiled_twin, tiny_context, "relax", 18)
+    assert counters["stats"]["unique_graphs"] > graphs and not counters["graph_break"]
+    assert (first - eager).abs().max() <= 1e-5 and (again - eager).abs().max() <= 1e-5

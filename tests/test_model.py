@@ -171,3 +171,24 @@ def test_bfloat16_model_streams_close_to_float32(tiny_model, tiny_context):
     assert torch.isfinite(chunks["bf16"]).all()
     error = (chunks["bf16"] - chunks["fp32"]).norm() / chunks["fp32"].norm()
     assert error < 0.05, error
+
+
+def test_attention_backends_stream_the_same_video(tiny_model, tiny_context):
+    """Each named SDPA kernel that runs on this machine gives the auto path's video (float32, to rounding); the
+    model reports the backend it uses, and an unknown name is a one-line error."""
+    def video() -> torch.Tensor:
+        sampler = ChunkSampler(tiny_model, build_policy("relax", tiny_model.config.chunk_frames))
+        return torch.cat([c.latents for c in StreamSession(sampler, tiny_context, [0, 1], (4, 4), 9)], dim=2)
+
+    auto = video()
+    for backend in ("math", "flash"):  # the kernels PyTorch has on CPU
+        tiny_model.use_attention(backend)
+        assert {m.backend for m in tiny_model.modules() if hasattr(m, "backend")} == {backend}
+        assert tiny_model.attention_backend == backend
+        torch.testing.assert_close(video(), auto, atol=1e-5, rtol=0)
+    tiny_model.use_attention("cudnn")  # a CUDA kernel: asking for it on CPU shows the name reaches every call
+    with pytest.raises(RuntimeError):
+        video()
+    tiny_model.use_attention("auto")
+    with pytest.raises(ValueError, match="--attention 'fast': choose auto, flash, cudnn, efficient, math"):
+        tiny_model.use_attention("fast")

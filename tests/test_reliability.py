@@ -89,6 +89,7 @@ def files(tmp_path: Path) -> Path:
     (["bench", "--offload", "none,gpu"], "--offload 'gpu': choose auto, none, history, all"),
     (["bench", "--cuda-graphs", "maybe"], "--cuda-graphs 'maybe': choose on, off or on,off"),
     (["bench", "--vae-compile", "fast"], "--vae-compile 'fast': choose off, on or off,on"),
+    (["bench", "--attention", "fast"], "--attention 'fast': choose auto, flash, cudnn, efficient, math"),
     (["sweep", "--prompts", "prompts.txt", "--out", "s", "--model", "wan9"], "unknown model preset 'wan9'"),
     (["sweep", "--prompts", "prompts.txt", "--out", "s", "--model", "wan2.1-t2v-1.3b", "--checkpoint", "x.pt"],
      "--model wan2.1-t2v-1.3b runs random weights"),

@@ -432,12 +432,15 @@ def bench(
     vae_compile: Annotated[str | None, typer.Option(help="Compile the Wan VAE's streaming decode (whole frames): "
                                                          "off, on, or off,on to compare in one run (default: as "
                                                          "the DiT, see --compile).")] = None,
+    attention: Annotated[str, typer.Option(help="Attention kernel, comma-separated to compare (e.g. auto,cudnn): "
+                                                "auto, flash, cudnn, efficient or math.")] = "auto",
 ) -> None:
     """Time self-attention, DiT, decode and end-to-end generation per memory policy, side by side."""
     from relaxforcing.bench.run import markdown, run_bench
     from relaxforcing.codecs.base import parse_vae_tiles
     from relaxforcing.loaders import load_pipeline, random_pipeline, with_decoder, with_vae_tiles
     from relaxforcing.memory import build_policy
+    from relaxforcing.model.attention import check_backend
     from relaxforcing.sampling.sampler import check_offload
 
     names = [p.strip() for p in policies.split(",") if p.strip()]
@@ -457,6 +460,8 @@ def bench(
     vae_compiles = list(dict.fromkeys(v.strip().lower() for v in (vae_compile or "").split(",") if v.strip()))
     if not set(vae_compiles) <= {"on", "off"}:
         raise ValueError(f"--vae-compile {vae_compile!r}: choose off, on or off,on")
+    attentions = [check_backend(a) for a in dict.fromkeys(a.strip().lower() for a in attention.split(","))
+                  if a] or ["auto"]
     for flag, value in (("--seconds", seconds), ("--long-seconds", long_seconds), ("--late-seconds", late_seconds)):
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{flag} must be a positive number, got {value}")
@@ -485,7 +490,7 @@ def bench(
             for variant in variants or [codec]:  # without --vae-compile: as loaded (compiled with the DiT)
                 codecs.setdefault(label + (" (compiled)" if getattr(variant, "compiled", False) else ""), variant)
     report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap, offloads, late_seconds,
-                       codecs, [g == "on" for g in graph_modes])
+                       codecs, [g == "on" for g in graph_modes], attentions)
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")
     print(markdown(report))
 

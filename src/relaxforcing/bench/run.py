@@ -101,10 +101,11 @@ def attention_ms(pipe: VideoPipeline, key_tokens: Sequence[int], forwards: int, 
     q = torch.randn(1, cfg.chunk_frames * h * w, cfg.num_heads, cfg.head_dim, device=device, dtype=dtype)
     timer = Timer(device)
     total = 0.0
+    backend = pipe.model.attention_backend
     for length, chunks in Counter(key_tokens).items():
         k = torch.randn(1, length, cfg.num_heads, cfg.head_dim, device=device, dtype=dtype)
-        attention(q, k, k)  # warm-up
-        layers = lambda k=k: [attention(q, k, k) for _ in range(cfg.num_layers)]  # noqa: E731
+        attention(q, k, k, backend=backend)  # warm-up
+        layers = lambda k=k: [attention(q, k, k, backend=backend) for _ in range(cfg.num_layers)]  # noqa: E731
         total += min(timer(layers)[0] for _ in range(repeats)) * chunks
     return total / len(key_tokens) * forwards * 1e3
 
@@ -175,10 +176,12 @@ def bench_policy(
 
 
 def dit_mode(pipe: VideoPipeline) -> str:
-    """``eager``, ``compiled`` or ``compiled + graphs`` (graphs that failed to capture do not count)."""
+    """``eager``, ``compiled`` or ``compiled + graphs`` (graphs that failed to capture do not count), with the
+    attention backend when it is not ``auto``."""
     model, graphs = pipe.model, pipe.model.cuda_graphs
-    return "compiled + graphs" if graphs is not None and graphs.failed is None else (
+    mode = "compiled + graphs" if graphs is not None and graphs.failed is None else (
         "compiled" if model.compiled else "eager")
+    return mode if model.attention_backend == "auto" else f"{mode}, {model.attention_backend} attention"
 
 
 def fresh_peak(device: torch.device) -> None:
@@ -315,21 +318,26 @@ def run_bench(
     pipe: VideoPipeline, policies: Sequence[str], seconds: float, long_seconds: float | None, out_json: Path | None,
     profile: bool = False, overlap: bool | None = None, offloads: Sequence[str | None] = (None,),
     late_seconds: float | None = None, codecs: dict[str, Codec] | None = None, graphs: Sequence[bool] = (True,),
+    attentions: Sequence[str] = ("auto",),
 ) -> dict:
     """Every policy under every offload mode, with every decoder of ``codecs`` (name -> codec; default: the
-    pipeline's) and with CUDA graphs on and/or off (``graphs``; a compiled CUDA model's only) at ``seconds`` (with
+    pipeline's), every attention backend of ``attentions`` (:data:`~relaxforcing.model.attention.BACKENDS`) and
+    with CUDA graphs on and/or off (``graphs``; a compiled CUDA model's only) at ``seconds`` (with
     :func:`late_chunks` at ``late_seconds``), then (if given) each again at ``long_seconds`` for memory flatness;
     with ``profile``, a kernel profile of one steady chunk per policy and graphs setting."""
     device = pipe.model.patch_embedding.weight.device
     chunk = pipe.chunk_frames
     codecs = codecs or {"default": pipe.codec}
     graphs = list(dict.fromkeys(graphs)) if pipe.model.cuda_graphs is not None else [False]
-    runs = list(dict.fromkeys((p, resolve_offload(o or pipe.offload, build_policy(p, chunk), device), d, g)
-                              for g in graphs for d in codecs for p in policies for o in offloads))  # dense
+    runs = list(dict.fromkeys((p, resolve_offload(o or pipe.offload, build_policy(p, chunk), device), d, g, a)
+                              for a in attentions for g in graphs for d in codecs for p in policies
+                              for o in offloads))  # dense
     first = {p: next(r for r in runs if r[0] == p) for p, *_ in runs}  # the run that also checks compile
 
-    def bench(p: str, o: str, d: str, g: bool, length: float, late: float | None, check: bool) -> BenchResult:
+    def bench(p: str, o: str, d: str, g: bool, a: str, length: float, late: float | None, check: bool
+              ) -> BenchResult:
         pipe.codec = codecs[d]
+        pipe.model.use_attention(a)
         with graphs_as(pipe, g):
             return bench_policy(pipe, p, length, overlap=overlap, offload=o, late_seconds=late,
                                 check_compiled=check, decoder=d)
@@ -337,7 +345,8 @@ def run_bench(
     results = [bench(*run, seconds, late_seconds, first[run[0]] == run) for run in runs]
     long_results = [bench(*run, long_seconds, None, False) for run in runs] if long_seconds else []
     profiles = []
-    for g in graphs if profile else []:
+    for a, g in [(a, g) for a in attentions for g in graphs] if profile else []:
+        pipe.model.use_attention(a)
         with graphs_as(pipe, g):
             profiles += [profile_chunk(pipe, p) for p in policies]
     report = {

@@ -1,4 +1,5 @@
-"""Attention kernel selection: FlashAttention-3/2 on CUDA when importable, PyTorch SDPA otherwise."""
+"""Attention kernel selection: FlashAttention-3/2 on CUDA when importable, PyTorch SDPA otherwise, or one SDPA
+kernel by name."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 
 def _load_flash() -> Callable | None:
@@ -20,17 +22,36 @@ def _load_flash() -> Callable | None:
 
 _FLASH = _load_flash()
 
+BACKENDS: dict[str, SDPBackend | None] = {
+    "auto": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+    "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
+"""Attention kernels by name: ``auto`` (FlashAttention-3/2 when importable, else the kernel PyTorch ranks first)
+or one of PyTorch's scaled_dot_product_attention kernels. PyTorch ranks ``cudnn`` (cuDNN's fused attention) last,
+so it runs only when asked for."""
+
+
+def check_backend(name: str) -> str:
+    """``name`` if it is a known attention backend, else a one-line ValueError."""
+    if name not in BACKENDS:
+        raise ValueError(f"--attention {name!r}: choose {', '.join(BACKENDS)}")
+    return name
+
 
 def attention(
-    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
+    q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None, backend: str = "auto"
 ) -> torch.Tensor:
     """Softmax attention over ``[B, L, H, D]`` tensors; ``mask`` ``[B or 1, 1, Lq, Lk]`` bool, True = attend.
 
-    Uses FlashAttention when it is importable, the tensors are half precision on CUDA and no mask is given;
-    PyTorch's scaled_dot_product_attention otherwise. Returns ``[B, Lq, H, D]``.
+    ``auto`` uses FlashAttention when it is importable, the tensors are half precision on CUDA and no mask is
+    given, PyTorch's scaled_dot_product_attention otherwise; any other :data:`BACKENDS` name runs that SDPA kernel
+    alone (an error where it cannot run these inputs). Returns ``[B, Lq, H, D]``.
     """
-    if _FLASH is not None and mask is None and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+    if backend == "auto" and _FLASH is not None and mask is None and q.is_cuda and q.dtype in (torch.float16,
+                                                                                              torch.bfloat16):
         out = _FLASH(q, k, v)
         return out[0] if isinstance(out, tuple) else out
-    out = F.scaled_dot_product_attention(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), attn_mask=mask)
-    return out.transpose(1, 2)
+    q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
+    if backend == "auto":
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)
+    with sdpa_kernel(BACKENDS[backend]):
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=mask).transpose(1, 2)

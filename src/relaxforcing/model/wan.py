@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from relaxforcing.devices import upload
-from relaxforcing.model.attention import attention
+from relaxforcing.model.attention import attention, check_backend
 from relaxforcing.model.config import WanConfig
 from relaxforcing.model.graphs import ForwardGraphs
 from relaxforcing.model.rope import apply_rope, rope_factors, rotation_dtype
@@ -100,6 +100,7 @@ class SelfAttention(nn.Module):
         self.o = nn.Linear(cfg.dim, cfg.dim)
         self.norm_q = RMSNorm(cfg.dim, cfg.eps)
         self.norm_k = RMSNorm(cfg.dim, cfg.eps)
+        self.backend = "auto"  # see CausalWanModel.use_attention
 
     def forward(
         self,
@@ -120,7 +121,7 @@ class SelfAttention(nn.Module):
             if memory_rope is not None:
                 memory_k = apply_rope(memory_k, memory_rope)
             keys, values = torch.cat([memory_k, keys], dim=1), torch.cat([memory_v, values], dim=1)
-        return self.o(attention(apply_rope(q, rope), keys, values, mask).flatten(2)), k, v
+        return self.o(attention(apply_rope(q, rope), keys, values, mask, self.backend).flatten(2)), k, v
 
 
 class CrossAttention(nn.Module):
@@ -133,6 +134,7 @@ class CrossAttention(nn.Module):
         self.o = nn.Linear(cfg.dim, cfg.dim)
         self.norm_q = RMSNorm(cfg.dim, cfg.eps)
         self.norm_k = RMSNorm(cfg.dim, cfg.eps)
+        self.backend = "auto"  # see CausalWanModel.use_attention
 
     def project_context(self, context: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Text keys and values ``[B, Lt, H, D]``; computed once per prompt and reused for every chunk."""
@@ -141,7 +143,7 @@ class CrossAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, context_kv: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
         q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))
-        return self.o(attention(q, *context_kv).flatten(2))
+        return self.o(attention(q, *context_kv, backend=self.backend).flatten(2))
 
 
 class Block(nn.Module):
@@ -271,6 +273,24 @@ class CausalWanModel(nn.Module):
     def cuda_graphs(self) -> ForwardGraphs | None:
         """The graphs compiled denoising forwards replay (None: compiled forwards run without graphs)."""
         return self._graphs if self.compiled else None
+
+    @property
+    def attention_backend(self) -> str:
+        """The attention kernel every layer uses (:data:`~relaxforcing.model.attention.BACKENDS`)."""
+        return self.blocks[0].self_attn.backend
+
+    def use_attention(self, backend: str) -> None:
+        """Run every self- and cross-attention with ``backend`` (a :data:`~relaxforcing.model.attention.BACKENDS`
+        name). Compiled blocks compile again for it at their next call (the name is part of what they are traced
+        with), and CUDA graphs captured with another backend are dropped."""
+        check_backend(backend)
+        if backend == self.attention_backend:
+            return
+        for module in self.modules():
+            if isinstance(module, SelfAttention | CrossAttention):
+                module.backend = backend
+        if self._graphs is not None:
+            self._graphs = ForwardGraphs(self._graphed_forward, self._graphs.device)
 
     def without_graphs(self) -> AbstractContextManager[None]:
         """Inside the ``with`` statement, compiled forwards run without CUDA graphs (to compare)."""
