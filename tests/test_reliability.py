@@ -49,6 +49,7 @@ def files(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("args, message", [
     (["generate", PROMPT, "--memory", "bogus"], "unknown memory policy 'bogus'"),
     (["generate", PROMPT, "--memory", "relax:sink=x"], "not a valid int"),
+    (["generate", PROMPT, "--attention", "fast"], "--attention 'fast': choose auto, flash, cudnn, efficient, math"),
     (["generate", "a red dragon", "--seconds", "1"], "'a red dragon' names nothing the toy model can draw"),
     (["generate", "   "], "the prompt is empty"),
     (["generate"], "give exactly one of PROMPT or --prompts"),

@@ -44,7 +44,9 @@ class GenerateRun:
     state: Path | None
     snapshot_every: int
     compile: bool | None = None
-    """Compile the DiT's chunk step (None: on CUDA only)."""
+    """Compile the DiT's chunk step and the Wan VAE's decode (None: on CUDA only)."""
+    attention: str = "auto"
+    """Attention kernel (``model.attention.BACKENDS``)."""
     decoder: str = "wan"
     decoder_weights: Path | None = None
     offload: str = "auto"
@@ -158,9 +160,12 @@ def generate(
                                                         "(default: the first committed context frames are).")
                                 ] = False,
     only_new: Annotated[bool, typer.Option(help="With --extend: write only the new frames, not the clip.")] = False,
+    attention: Annotated[str, typer.Option(help="Attention kernel: auto, flash, cudnn, efficient or math (PyTorch "
+                                                "SDPA kernels; cudnn and efficient need CUDA).")] = "auto",
 ) -> None:
     """Generate videos, streaming each finished chunk into its mp4; Ctrl-C stops cleanly and can be resumed."""
     from relaxforcing.codecs.base import parse_vae_tiles
+    from relaxforcing.model.attention import check_backend
     from relaxforcing.snapshot import STATE_FILE
     from relaxforcing.video import check_crf
 
@@ -193,8 +198,8 @@ def generate(
     run = GenerateRun(prompts=prompts, seeds=seeds, seconds=seconds, memory=memory, output=output, out_dir=out_dir,
                       checkpoint=checkpoint, wan_dir=wan_dir, lora=lora, trace=trace, batch_size=batch_size,
                       overwrite=overwrite, crf=crf, size=size, state=state, snapshot_every=snapshot_every,
-                      compile=compile, decoder=decoder, decoder_weights=decoder_weights, offload=offload,
-                      vae_tiles=vae_tiles,
+                      compile=compile, attention=check_backend(attention), decoder=decoder,
+                      decoder_weights=decoder_weights, offload=offload, vae_tiles=vae_tiles,
                       image=image, extend=extend, context_seconds=context_seconds, sinks_from_start=sinks_from_start,
                       only_new=only_new)
     if output is not None and output.exists() and not overwrite:
@@ -314,6 +319,7 @@ def run_generate(run: GenerateRun, device: str | None, snapshot: Snapshot | None
             return
         pipe = load_pipeline(checkpoint=run.checkpoint, wan_dir=run.wan_dir, lora=run.lora, device=device,
                              size=input_size(run), compile=run.compile, offload=run.offload)
+        pipe.model.use_attention(run.attention)
         pipe.latent_frames(run.seconds)  # validate before any work
         start = start_frames(pipe, run)  # with the full codec, before a preview decoder replaces it
         with_vae_tiles(with_decoder(pipe, run.decoder, run.decoder_weights), run.vae_tiles)
