@@ -12,9 +12,8 @@ class GuidedForward:
     cross-attention keys/values, rows ``B:`` the empty context's, and both halves attend the same memory.
 
     One forward of twice the batch costs less than two forwards (one call's overhead, larger matrix products). The
-    paired memory and context live in buffers reused from chunk to
-    chunk, so a compiled model replays its CUDA graph at fixed addresses; the memory is copied once per chunk, the
-    context once per prompt.
+    paired memory and context live in buffers reused from chunk to chunk, so a compiled model replays its CUDA graph
+    at fixed addresses; the memory is copied once per chunk, the context once per prompt.
     """
 
     def __init__(self, scale: float):
