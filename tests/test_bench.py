@@ -53,3 +53,14 @@ def test_bench_vae_tiles_errors_are_one_line(value: str, message: str) -> None:
                              "--vae-tiles", value], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.startswith(message) and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_idle_gaps_count_overlapping_work_once_and_rank_the_waits():
+    from relaxforcing.bench.run import idle_gaps, idle_summary
+
+    # the host begins at 0; work at 1-3 ms and 2-4 ms (two streams), then 7-8 ms: idle 0-1 and 4-7
+    idle = idle_gaps([(7000, 8000), (1000, 3000), (2000, 4000)])
+    assert idle["span_ms"] == 8 and idle["busy_ms"] == 4 and idle["idle_ms"] == 4
+    assert idle["longest"] == [{"ms": 3, "at_ms": 4}, {"ms": 1, "at_ms": 0}]
+    assert idle_summary(idle) == "; device idle 4.0 of 8.0 ms (longest: 3.0 ms at 4.0, 1.0 ms at 0.0)"
+    assert idle_summary(None) == ""

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn as nn
 
 from relaxforcing.memory import build_policy
 from relaxforcing.model.config import WanConfig
 from relaxforcing.model.rope import apply_rope, axis_frequencies, axis_pairs, rope_factors
-from relaxforcing.model.wan import CausalWanModel, sinusoidal_embedding
+from relaxforcing.model.wan import CausalWanModel, feed_forward, sinusoidal_embedding
 from relaxforcing.sampling import ChunkSampler, StreamSession
 
 WAN_BLOCK_KEYS = {
@@ -192,3 +193,20 @@ def test_attention_backends_stream_the_same_video(tiny_model, tiny_context):
     tiny_model.use_attention("auto")
     with pytest.raises(ValueError, match="--attention 'fast': choose auto, flash, cudnn, efficient, math"):
         tiny_model.use_attention("fast")
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="the fused GELU epilogue runs on CUDA only")
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_gelu_feed_forward_equals_the_modules_on_cuda(dtype):
+    """The up-projection with its GELU in the cuBLASLt epilogue gives Wan's Linear, tanh GELU, Linear (to the
+    dtype's rounding), eager and compiled; with autograd on it runs the modules (the fused call has no backward)."""
+    torch.manual_seed(0)
+    ffn = nn.Sequential(nn.Linear(256, 1024), nn.GELU(approximate="tanh"), nn.Linear(1024, 256)).cuda().to(dtype)
+    x = torch.randn(2, 300, 256, device="cuda", dtype=dtype)
+    expected = ffn(x)
+    feed_forward(ffn, x).sum().backward()  # the modules' path: gradients reach the weights
+    assert ffn[0].weight.grad is not None
+    tolerance = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 2e-2, "rtol": 2e-2}
+    with torch.no_grad():
+        torch.testing.assert_close(feed_forward(ffn, x), expected, **tolerance)
+        torch.testing.assert_close(torch.compile(feed_forward, fullgraph=True)(ffn, x), expected, **tolerance)

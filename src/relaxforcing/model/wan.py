@@ -146,6 +146,21 @@ class CrossAttention(nn.Module):
         return self.o(attention(q, *context_kv, backend=self.backend).flatten(2))
 
 
+def feed_forward(ffn: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
+    """Wan's FFN (``Linear``, tanh GELU, ``Linear``) on ``x`` ``[..., C]``.
+
+    On CUDA without autograd (sampling) the GELU runs in the up-projection's cuBLASLt epilogue
+    (``torch._addmm_activation``; inductor keeps it as one call), so the ``[..., ffn_dim]`` activations are written
+    once instead of written, read and written again. Elsewhere the modules run as they are: ``_addmm_activation``
+    has no backward, and on CPU it applies the erf GELU, not Wan's.
+    """
+    if not x.is_cuda or torch.is_grad_enabled():
+        return ffn(x)
+    up, down = ffn[0], ffn[2]
+    hidden = torch._addmm_activation(up.bias, x.flatten(0, -2), up.weight.t(), use_gelu=True)
+    return down(hidden.unflatten(0, x.shape[:-1]))
+
+
 class Block(nn.Module):
     """One Wan block with per-frame adaLN modulation."""
 
@@ -187,7 +202,8 @@ class Block(nn.Module):
             rope, memory_k, memory_v, mask, memory_rope)
         x = x + (per_frame(y) * gate1[:, :, None]).flatten(1, 2)
         x = x + self.cross_attn(self.norm3(x), context_kv)
-        y = self.ffn((per_frame(self.norm2(x)) * (1 + scale2[:, :, None]) + shift2[:, :, None]).flatten(1, 2))
+        y = feed_forward(self.ffn, (per_frame(self.norm2(x)) * (1 + scale2[:, :, None]) + shift2[:, :, None]
+                                    ).flatten(1, 2))
         return x + (per_frame(y) * gate2[:, :, None]).flatten(1, 2), k, v
 
 
