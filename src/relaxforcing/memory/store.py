@@ -90,9 +90,13 @@ class FrameStore:
         self.k = torch.zeros(shape, dtype=dtype, device=device)
         self.v = torch.zeros(shape, dtype=dtype, device=device)
         self.prototype_sums = torch.zeros(batch, slots, head_dim, dtype=torch.float32, device=device)  # [B, S, D]
+        cuda = self.device.type == "cuda"
+        # A page-locked copy of the prototypes, refreshed as soon as layer 0 of a commit is written, for policies to
+        # select from on the host without waiting for the device to finish the chunk (None on CPU: read directly).
+        self._prototypes_host = torch.zeros_like(self.prototype_sums, device="cpu").pin_memory() if cuda else None
+        self._prototypes_copied = torch.cuda.Event() if cuda else None
         self.slot_frame = [-1] * slots  # global frame held by each slot (-1 = empty), host-side bookkeeping
         self.num_frames = 0  # frames committed so far; the next chunk starts here
-        cuda = self.device.type == "cuda"
         self._host = HostSlots(slots, self._frame_shape, dtype, pin=cuda) if offload != "none" else None
         self._recent_frame = [-1] * self.recent_frames  # frame held by each recent-ring device slot
         self._staged: list[dict[int, int]] = [{} for _ in range(batch)]  # per sample: frame -> staging slot
@@ -261,6 +265,7 @@ class FrameStore:
             unrotated = keys.unflatten(1, (frames, self.tokens_per_frame))  # [B, f, T, H, D]
             for i, frame in enumerate(range(start, start + frames)):
                 self.prototype_sums[:, self.slot(frame)] = unrotated[:, i].float().mean(dim=(1, 2))
+            self._copy_prototypes()
         if self.rotated_grid is not None:
             keys = apply_rope(keys, self._rotation(start, frames))
         keys = keys.unflatten(1, (frames, self.tokens_per_frame))  # [B, f, T, H, D]
@@ -352,12 +357,24 @@ class FrameStore:
 
     # ---- scoring --------------------------------------------------------------------------------------------------
 
+    def _copy_prototypes(self) -> None:
+        """Start the page-locked host copy of the prototypes (after a layer-0 write or a restore)."""
+        if self._prototypes_host is not None:
+            self._prototypes_host.copy_(self.prototype_sums, non_blocking=True)
+            self._prototypes_copied.record()
+
     def prototypes(self, frames: torch.Tensor) -> torch.Tensor:
-        """L2-normalised layer-0 key prototype of the union of ``frames`` ``[B, n]`` per sample -> ``[B, D]``."""
-        slots = [self.slot(f) for f in self._held(frames)]
-        slots = upload(torch.tensor(slots, dtype=torch.long).reshape(frames.shape), self.device)
-        rows = torch.arange(self.batch, device=slots.device)[:, None]
-        mean = self.prototype_sums[rows, slots].mean(dim=1)  # equal token counts: mean of means = joint mean
+        """L2-normalised layer-0 key prototype of the union of ``frames`` ``[B, n]`` per sample -> ``[B, D]``, on the
+        CPU. On CUDA it is read from the host copy started when the last commit's layer 0 was written, so a policy
+        choosing the next chunk's frames waits for that layer, not for the whole chunk: the device keeps working
+        through the commit's other layers while the host selects."""
+        table = self.prototype_sums
+        if self._prototypes_host is not None:
+            self._prototypes_copied.synchronize()
+            table = self._prototypes_host
+        slots = torch.tensor([self.slot(f) for f in self._held(frames)], dtype=torch.long).reshape(frames.shape)
+        rows = torch.arange(self.batch)[:, None]
+        mean = table[rows, slots].mean(dim=1)  # equal token counts: mean of means = joint mean
         return torch.nn.functional.normalize(mean, dim=-1)
 
     def layer0_keys(self, frames: list[int], sample: int) -> torch.Tensor:
@@ -430,6 +447,7 @@ class FrameStore:
             raise ValueError(f"the saved frame store keeps its keys {state}, this run's store does not (saved by "
                              "another version?); start the video again")
         self.prototype_sums.copy_(tensors["prototype_sums"])
+        self._copy_prototypes()
         if self.synthesised_frames:
             self.k[:, :, self._synthesised_base:].copy_(tensors["synthesised_k"])
             self.v[:, :, self._synthesised_base:].copy_(tensors["synthesised_v"])

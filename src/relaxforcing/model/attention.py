@@ -25,9 +25,8 @@ _FLASH = _load_flash()
 BACKENDS: dict[str, SDPBackend | None] = {
     "auto": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
     "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
-"""Attention kernels by name: ``auto`` (FlashAttention-3/2 when importable, else the kernel PyTorch ranks first)
-or one of PyTorch's scaled_dot_product_attention kernels. PyTorch ranks ``cudnn`` (cuDNN's fused attention) last,
-so it runs only when asked for."""
+"""Attention kernels by name: ``auto`` (FlashAttention-3/2 when importable, else the kernel PyTorch picks: cuDNN's
+fused attention on Hopper with torch 2.11) or one of PyTorch's scaled_dot_product_attention kernels."""
 
 
 def check_backend(name: str) -> str:

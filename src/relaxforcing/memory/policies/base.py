@@ -26,7 +26,7 @@ class StoreView(Protocol):
     def tokens_per_frame(self) -> int: ...
 
     def prototypes(self, frames: torch.Tensor) -> torch.Tensor:
-        """L2-normalised layer-0 key prototype of the union of ``frames`` ``[B, n]`` per sample -> ``[B, D]``."""
+        """L2-normalised layer-0 key prototype of the union of ``frames`` ``[B, n]`` per sample -> ``[B, D]`` (CPU)."""
         ...
 
     def token_scores(self, frames: torch.Tensor, probe: torch.Tensor) -> torch.Tensor:

@@ -101,7 +101,7 @@ class RelaxPolicy(MemoryPolicy):
         cand = torch.stack([store.prototypes(torch.tensor([[f]] * batch)) for f in candidates], dim=1)  # [B, K, D]
         to_sink = (cand * sink[:, None]).sum(-1)
         to_tail = (cand * tail[:, None]).sum(-1)
-        return (to_sink - self.lambda_redundancy * to_tail).cpu()
+        return to_sink - self.lambda_redundancy * to_tail
 
     def select(self, store: StoreView, start: int) -> MemoryView:
         local = self.local_start(start)
