@@ -21,9 +21,11 @@ class VideoOutput:
     frames are only returned (the viewer, reports).
 
     With ``overlap``, :meth:`submit` hands the chunk to a decode thread and returns at once, so the caller makes the
-    next chunk while this one is decoded (on CUDA on the device's decode stream, which waits for the chunk's latents)
-    and written; chunks are still decoded and written one at a time, in order, with the same operations, so the
-    frames are the same. Use it as a context manager (or call :meth:`close`) so the last chunk is finished.
+    next chunk while this one is decoded (on CUDA on the device's decode stream, which waits for the chunk's latents,
+    not for its clean pass) and written; chunks are still decoded and written one at a time, in order, with the same
+    operations, so the frames are the same. The host never waits for the device in :meth:`submit`: a chunk's NaN/Inf
+    check runs on the decode thread too, and its error is raised by the next :meth:`submit` or :meth:`wait`. Use it
+    as a context manager (or call :meth:`close`) so the last chunk is finished.
     """
 
     def __init__(self, decoder: ChunkDecoder, writers: Sequence[VideoWriter] = (), overlap: bool = False):
@@ -36,7 +38,8 @@ class VideoOutput:
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="relaxforcing-decode") if overlap else None
         self._stream: torch.cuda.Stream | None = None
         self._last: Future | None = None
-        self._failed: str | None = None
+        self._error: Exception | None = None
+        """What made a chunk fail (overlapped); nothing after it is decoded or written."""
 
     def decode(self, chunk: Chunk) -> np.ndarray:
         """The chunk's frames ``[B, T, H, W, 3]`` uint8 on the host; FloatingPointError for NaN/Inf latents."""
@@ -70,36 +73,43 @@ class VideoOutput:
 
     def submit(self, chunk: Chunk) -> Future:
         """Decode and write ``chunk`` after the chunks before it; the future holds its frames. Without overlap the
-        work is done before this returns. A NaN/Inf chunk raises here, before anything of it is written."""
-        chunk.check_finite()
+        work is done before this returns, and a NaN/Inf chunk raises here; with overlap, an earlier chunk's error is
+        raised here. A chunk that fails is never written, nor is anything after it."""
+        if self._error is not None:
+            raise self._error
         if self._pool is None:
             future: Future = Future()
-            future.set_result(self._decode_and_write(chunk.latents, None))
+            future.set_result(self._decode_and_write(chunk, None))
         else:
             ready = None
             if chunk.latents.is_cuda:  # the decode stream starts once the chunk's latents are made
-                ready = torch.cuda.Event()
-                ready.record()
+                ready = chunk.ready
+                if ready is None:
+                    ready = torch.cuda.Event()
+                    ready.record()
                 if self._stream is None:
                     self._stream = decode_stream(chunk.latents.device)
                 chunk.latents.record_stream(self._stream)  # not reused by the allocator until decoded
-            future = self._pool.submit(self._decode_and_write, chunk.latents, ready)
+            future = self._pool.submit(self._decode_and_write, chunk, ready)
         self._last = future
         return future
 
-    def _decode_and_write(self, latents: torch.Tensor, ready: torch.cuda.Event | None) -> np.ndarray:
-        if self._failed is not None:  # never write a chunk after one that failed: the video would have a gap
-            raise RuntimeError(f"an earlier chunk failed to decode ({self._failed})")
+    def _decode_and_write(self, chunk: Chunk, ready: torch.cuda.Event | None) -> np.ndarray:
+        if self._error is not None:  # never write a chunk after one that failed: the video would have a gap
+            reason = " ".join(str(self._error).split()) or type(self._error).__name__
+            raise RuntimeError(f"an earlier chunk failed to decode ({reason})")
         try:
             if ready is None:
-                frames = self._decode(latents)
+                chunk.check_finite()
+                frames = self._decode(chunk.latents)
             else:
                 with torch.cuda.stream(self._stream):
                     self._stream.wait_event(ready)
-                    frames = self._decode(latents)
+                    chunk.check_finite()
+                    frames = self._decode(chunk.latents)
             self.write(frames)
         except Exception as error:
-            self._failed = " ".join(str(error).split()) or type(error).__name__
+            self._error = error
             raise
         return frames
 

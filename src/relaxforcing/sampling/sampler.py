@@ -28,6 +28,9 @@ class Chunk:
     given: int = 0
     """Leading frames of the chunk given by the user (an image, a clip's context): committed as they are, not
     denoised."""
+    ready: torch.cuda.Event | None = None
+    """On CUDA, recorded on the sampling stream once :attr:`latents` are final, before the chunk's clean pass: a
+    decode that waits for it runs beside the clean pass instead of after it."""
 
     def check_finite(self) -> None:
         """Raise FloatingPointError naming the chunk and its frames if a latent is NaN or Inf."""
@@ -150,10 +153,14 @@ class ChunkSampler:
                 else:
                     noise = (x.double() + (1 - sigma) * flow.double()).float()
                 x = (1 - next_sigma) * x0 + next_sigma * noise
+        ready = None
+        if x0.is_cuda:
+            ready = torch.cuda.Event()
+            ready.record()
         if commit:
             self.clean_pass(store, cross_kv, x0, memory, view.query_positions, compiled)
         return Chunk(index=index, start=start, latents=x0, trace=view.trace_records(index, self.policy.name),
-                     given=g)
+                     given=g, ready=ready)
 
     @torch.no_grad()
     def commit_chunk(self, store: FrameStore, cross_kv: CrossKV, latents: torch.Tensor, latent_hw: tuple[int, int],
