@@ -74,10 +74,26 @@ class BenchResult:
 
 
 class Timer:
-    """Wall-clock timing that waits for queued device work at both ends."""
+    """Wall-clock timing that waits for queued device work at both ends (:meth:`__call__`), or marks on the current
+    stream that time its work without waiting for it (:meth:`mark`, :meth:`between`)."""
 
     def __init__(self, device: torch.device):
         self.device = device
+
+    def mark(self) -> torch.cuda.Event | float:
+        """A point in the current stream's work (CUDA; reached when the work queued before it is done), or now."""
+        if self.device.type != "cuda":
+            return time.perf_counter()
+        event = torch.cuda.Event(enable_timing=True)
+        event.record()
+        return event
+
+    def between(self, began: torch.cuda.Event | float, ended: torch.cuda.Event | float) -> float:
+        """Seconds from one :meth:`mark` to a later one (waits for the later one to be reached)."""
+        if isinstance(began, float):
+            return ended - began
+        ended.synchronize()
+        return began.elapsed_time(ended) / 1e3
 
     def sync(self) -> None:
         """Wait for the current stream (not for a decode stream running beside it)."""
@@ -128,7 +144,7 @@ def bench_policy(
     warmup_s, _ = timer(lambda: warm_up(pipe, policy, prompt, attended, offload))
     fresh_peak(device)
     session = pipe.session([prompt], [0], num_frames, policy, offload=offload)
-    dit_s = 0.0
+    spans = []  # (began, ended) marks of each steady chunk's DiT work
     chunks = frames_before = 0
     tokens = math.prod(pipe.model.token_grid(pipe.latent_hw))
     key_tokens = []  # per steady chunk
@@ -138,7 +154,9 @@ def bench_policy(
     with tempfile.TemporaryDirectory() as tmp, VideoWriter(Path(tmp) / "bench.mp4", pipe.fps, pipe.upscale) as out:
         with VideoOutput(pipe.codec.chunk_decoder(), [out], overlap=overlap) as output:
             while not session.done:
-                t_dit, result = timer(session.next_chunk)
+                span_began = timer.mark()
+                result = session.next_chunk()
+                span = (span_began, timer.mark())
                 output.submit(result)
                 if first_frame is None:
                     output.wait()
@@ -148,12 +166,14 @@ def bench_policy(
                     out.flush()
                     steady_began, frames_before = time.perf_counter(), output.frames_out
                     continue
-                dit_s, chunks, last_latents = dit_s + t_dit, chunks + 1, result.latents
+                spans.append(span)
+                chunks, last_latents = chunks + 1, result.latents
                 key_tokens.append(sum(a.get("tokens", tokens) for a in result.trace[0]["attended"]))
             output.wait()
             out.flush()
             wall_s = time.perf_counter() - (steady_began or began)
         decode_s = sum(output.decode_seconds[-chunks:]) if chunks else 0.0
+        dit_s = sum(timer.between(*span) for span in spans)
         frames_out = output.frames_out - frames_before
     if not chunks:
         raise ValueError(f"{policy} never reaches its steady state in {seconds:g} s; benchmark a longer video")
