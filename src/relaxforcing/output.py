@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -132,9 +133,7 @@ class VideoOutput:
             self._pool.shutdown(wait=True)
 
 
-_DECODE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
-
-
+@functools.cache
 def decode_stream(device: torch.device) -> torch.cuda.Stream:
     """The stream every overlapped decode on ``device`` runs on, made once per process.
 
@@ -142,7 +141,4 @@ def decode_stream(device: torch.device) -> torch.cuda.Stream:
     sooner; the GPU's total work is the same). One stream for every output keeps the caching allocator's blocks for
     decoding (kept per stream) warm from one video to the next, instead of allocating them again for each.
     """
-    stream = _DECODE_STREAMS.get(device)
-    if stream is None:
-        stream = _DECODE_STREAMS.setdefault(device, torch.cuda.Stream(device, priority=-1))
-    return stream
+    return torch.cuda.Stream(device, priority=-1)
