@@ -26,18 +26,25 @@ class RecordingWriter:
     def write(self, frames: np.ndarray) -> None:
         self.frames.append(frames.copy())
 
+    def video(self) -> np.ndarray:
+        """Every frame written, ``[T, H, W, 3]``."""
+        return np.concatenate(self.frames)
+
 
 class SlowDecoder:
-    """A stateful decoder (each chunk's output depends on every chunk before it) that takes its time."""
+    """A streaming decoder that takes its time: each frame depends on every latent frame up to it, so any split of
+    the stream into calls gives the same frames."""
 
     def __init__(self) -> None:
         self.total = torch.zeros(())
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         time.sleep(0.01)
-        self.total = self.total + latents.sum()
-        frames = (latents[:, 0, :, :, :, None] + self.total).repeat(1, 1, 1, 1, 3)  # [B, f, h, w, 3]
-        return frames.clamp(0, 255).to(torch.uint8)
+        frames = []
+        for i in range(latents.shape[2]):
+            self.total = self.total + latents[:, :, i].sum()
+            frames.append(latents[:, 0, i, :, :, None] + self.total)  # [B, h, w, 1]
+        return torch.stack(frames, dim=1).repeat(1, 1, 1, 1, 3).clamp(0, 255).to(torch.uint8)  # [B, f, h, w, 3]
 
 
 def test_overlapped_output_keeps_frames_and_order():
@@ -49,7 +56,7 @@ def test_overlapped_output_keeps_frames_and_order():
             futures = [output.submit(chunk) for chunk in chunks]
             last = output.wait()
         assert np.array_equal(last, futures[-1].result()) and output.frames_out == 18
-        results[overlap] = [np.stack(w.frames) for w in writers]
+        results[overlap] = [w.video() for w in writers]
     assert all(np.array_equal(a, b) for a, b in zip(results[False], results[True], strict=True))
 
 
@@ -67,7 +74,7 @@ def test_a_nan_chunk_is_never_written():
                     output.wait()
             with pytest.raises(FloatingPointError, match="chunk 1"):
                 output.submit(nan if not overlap else Chunk(2, 6, torch.ones(1, 4, 3, 4, 4)))
-        assert len(writer.frames) == 1
+        assert len(writer.video()) == 3  # the first chunk's frames
 
 
 @pytest.mark.e2e
@@ -103,10 +110,24 @@ def test_nothing_is_written_after_a_chunk_that_failed_to_decode():
                 assert str(error) == "out of memory"
         with pytest.raises(RuntimeError, match="out of memory"):  # or "an earlier chunk failed to decode (out of.."
             output.wait()
-    assert len(writer.frames) == 1
+    assert len(writer.video()) == 3  # the first chunk's frames
 
 
 def test_without_writers_the_frames_are_only_returned():
     output = VideoOutput(SlowDecoder())
     frames = output(Chunk(0, 0, torch.ones(2, 4, 3, 4, 4)))
     assert frames.shape == (2, 3, 4, 4, 3) and output.frames_out == 3
+
+
+def test_the_first_frame_is_written_before_the_rest_of_its_chunk():
+    """The first chunk is decoded and written in two pieces (its first latent frame first), later chunks whole; the
+    frames are those of one decode of the whole stream."""
+    latents = torch.rand(1, 4, 9, 4, 4) * 40
+    for overlap in (False, True):
+        writer = RecordingWriter()
+        with VideoOutput(SlowDecoder(), [writer], overlap=overlap) as output:
+            for i in range(3):
+                output.submit(Chunk(i, 3 * i, latents[:, :, 3 * i:3 * i + 3]))
+        assert [len(f) for f in writer.frames] == [1, 2, 3, 3]
+        assert np.array_equal(writer.video(), SlowDecoder().decode(latents)[0].numpy())
+        assert output.frames_out == 9 and len(output.decode_seconds) == 3 and output.first_frame_at is not None

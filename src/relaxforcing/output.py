@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import functools
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -27,6 +28,9 @@ class VideoOutput:
     operations, so the frames are the same. The host never waits for the device in :meth:`submit`: a chunk's NaN/Inf
     check runs on the decode thread too, and its error is raised by the next :meth:`submit` or :meth:`wait`. Use it
     as a context manager (or call :meth:`close`) so the last chunk is finished.
+
+    The first chunk it outputs is decoded in two pieces, its first latent frame's frames first, so the first frame
+    is written without waiting for the rest of the chunk (streaming decoders give the same frames either way).
     """
 
     def __init__(self, decoder: ChunkDecoder, writers: Sequence[VideoWriter] = (), overlap: bool = False):
@@ -36,6 +40,8 @@ class VideoOutput:
         """Video frames per sample decoded so far."""
         self.decode_seconds: list[float] = []
         """Wall time of each chunk's decode (device work included)."""
+        self.first_frame_at: float | None = None
+        """``time.perf_counter()`` when the first frames were decoded to the host (None before)."""
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="relaxforcing-decode") if overlap else None
         self._stream: torch.cuda.Stream | None = None
         self._last: Future | None = None
@@ -45,14 +51,22 @@ class VideoOutput:
     def decode(self, chunk: Chunk) -> np.ndarray:
         """The chunk's frames ``[B, T, H, W, 3]`` uint8 on the host; FloatingPointError for NaN/Inf latents."""
         chunk.check_finite()
-        return self._decode(chunk.latents)
+        return _joined(list(self.pieces(chunk.latents)))
 
-    def _decode(self, latents: torch.Tensor) -> np.ndarray:
-        began = time.perf_counter()
-        frames = self.decoder.decode(latents).cpu().numpy()
-        self.decode_seconds.append(time.perf_counter() - began)
-        self.frames_out += frames.shape[1]
-        return frames
+    def pieces(self, latents: torch.Tensor) -> Iterator[np.ndarray]:
+        """A chunk's frames ``[B, t, H, W, 3]`` uint8 on the host, in order, as they are decoded: the first chunk
+        this output decodes in two pieces (its first latent frame, then the rest), later chunks whole."""
+        first = self.frames_out == 0 and latents.shape[2] > 1
+        seconds = 0.0
+        for part in (latents[:, :, :1], latents[:, :, 1:]) if first else (latents,):
+            began = time.perf_counter()
+            frames = self.decoder.decode(part).cpu().numpy()
+            seconds += time.perf_counter() - began
+            if self.first_frame_at is None:
+                self.first_frame_at = time.perf_counter()
+            self.frames_out += frames.shape[1]
+            yield frames
+        self.decode_seconds.append(seconds)
 
     def prime(self, chunk: Chunk) -> None:
         """Decode ``chunk`` only to carry the decoder's causal state forward (a continued clip's context, whose frames
@@ -100,19 +114,18 @@ class VideoOutput:
             reason = " ".join(str(self._error).split()) or type(self._error).__name__
             raise RuntimeError(f"an earlier chunk failed to decode ({reason})")
         try:
-            if ready is None:
-                chunk.check_finite()
-                frames = self._decode(chunk.latents)
-            else:
-                with torch.cuda.stream(self._stream):
+            with torch.cuda.stream(self._stream) if ready is not None else nullcontext():
+                if ready is not None:
                     self._stream.wait_event(ready)
-                    chunk.check_finite()
-                    frames = self._decode(chunk.latents)
-            self.write(frames)
+                chunk.check_finite()
+                pieces = []
+                for frames in self.pieces(chunk.latents):
+                    self.write(frames)
+                    pieces.append(frames)
         except Exception as error:
             self._error = error
             raise
-        return frames
+        return _joined(pieces)
 
     def wait(self) -> np.ndarray | None:
         """Frames of the last submitted chunk, once it and every chunk before it are decoded and written (None
@@ -131,6 +144,11 @@ class VideoOutput:
     def __exit__(self, *exc) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+
+
+def _joined(pieces: list[np.ndarray]) -> np.ndarray:
+    """One chunk's frames from its pieces, along time."""
+    return pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
 
 
 @functools.cache

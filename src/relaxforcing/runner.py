@@ -116,7 +116,7 @@ def generate_videos(
             output.submit(chunk)
             if first_frame_s is None:
                 output.wait()
-                first_frame_s = time.perf_counter() - began
+                first_frame_s = output.first_frame_at - began
             if trace_file:
                 trace_file.writelines(json.dumps(record) + "\n" for record in chunk.trace)
                 trace_file.flush()

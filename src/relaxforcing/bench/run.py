@@ -160,7 +160,7 @@ def bench_policy(
                 output.submit(result)
                 if first_frame is None:
                     output.wait()
-                    first_frame = time.perf_counter() - began
+                    first_frame = output.first_frame_at - began
                 if attended_by(result) != attended:  # warm-up: the memory is still growing
                     output.wait()
                     out.flush()

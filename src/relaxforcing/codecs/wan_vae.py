@@ -217,7 +217,7 @@ class VAEChunkDecoder:
                              f"{self._layout[-1][1]}x{self._layout[-1][3]}")
         if not self._tiles:
             self._tiles = [self._head] if len(self._layout) == 1 else [[None] * self._slots for _ in self._layout]
-        later_chunk = self._batch is not None
+        steady = self._steady()  # at the call's start: a call that begins the stream decodes eagerly throughout
         net = self.decoder.vae.decoder
         x = self.decoder.vae.post_quant_conv(self.decoder.denormalize(latents))  # 1x1x1 conv: no temporal state
         heads = []  # per latent frame [B, C, 1, h, w]: the mid block's output on the whole frame
@@ -227,8 +227,7 @@ class VAEChunkDecoder:
             heads.append(net.mid_block(y, feat_cache=self._head, feat_idx=index))
         self._batch = latents.shape[0]
         if len(self._layout) == 1:
-            frames = [(self._up if later_chunk and self._steady() else self._tail)(y, self._head, (0, h, 0, w), (h, w))
-                      for y in heads]
+            frames = [(self._up if steady else self._tail)(y, self._head, (0, h, 0, w), (h, w)) for y in heads]
             return torch.cat(frames, dim=2).clamp(-1, 1)
         canvas = None  # [B, 3, T, 8h, 8w]
         for tile, cache in zip(self._layout, self._tiles, strict=True):
@@ -244,8 +243,9 @@ class VAEChunkDecoder:
     def _steady(self) -> bool:
         """Whether every cache holds its steady shape (after the stream's first two latent frames: the first leaves
         1-frame caches and the upsamplers' "Rep" marker, the second replaces them), so the up path takes the one
-        graph the compiled decode is built for. The stream's first chunk runs eagerly anyway, so its frames do not
-        wait for a compilation; the steady graph compiles on the next chunk, which the DiT's work overlaps."""
+        graph the compiled decode is built for. Checked as a call starts, so the calls that begin the stream (its
+        first chunk, or that chunk's first latent frame and then the rest) run eagerly and their frames do not wait
+        for a compilation; the steady graph compiles on the next chunk, which the DiT's work overlaps."""
         return self._head[0] is not None and not any(isinstance(entry, str) for entry in self._head)
 
     def _tail(self, y: torch.Tensor, cache: list, tile: tuple[int, int, int, int], hw: tuple[int, int]

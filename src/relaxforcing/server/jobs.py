@@ -242,18 +242,22 @@ class Job:
                     if chunk.start < hidden[pane]:  # the clip's context: decoded for the decoder's state only
                         output.prime(chunk)
                         continue
-                    frames = output.decode(chunk)[0]  # [T, H, W, 3]
-                    compute_ms = 1000 * (time.perf_counter() - tick)
-                    output.write(frames[None])
+                    chunk.check_finite()
+                    first, sending = video_frames[pane], 0.0
+                    for frames in output.pieces(chunk.latents):  # the first chunk's first frame is sent at once
+                        output.write(frames)
+                        sent = time.perf_counter()
+                        for frame in frames[0]:
+                            kind, data = encode_image(frame)
+                            self.send(FRAME_HEADER.pack(pane, self.seq, kind, video_frames[pane]) + data)
+                            video_frames[pane] += 1
+                        sending += time.perf_counter() - sent
+                    compute_ms = 1000 * (time.perf_counter() - tick - sending)
                     self.send({"type": "chunk", "job": self.id, "seq": self.seq, "pane": pane, "chunk": chunk.index,
-                               "start": chunk.start, "first_frame": video_frames[pane], "frames": len(frames),
+                               "start": chunk.start, "first_frame": first, "frames": video_frames[pane] - first,
                                "compute_ms": round(compute_ms, 1), "decoder": req.decoder,
                                "elapsed_s": round(time.perf_counter() - began, 3),
                                "prompt": session.prompts[0], "trace": chunk.trace[0]})
-                    for i, frame in enumerate(frames):
-                        kind, data = encode_image(frame)
-                        self.send(FRAME_HEADER.pack(pane, self.seq, kind, video_frames[pane] + i) + data)
-                    video_frames[pane] += len(frames)
                 self.chunks_done += 1
         return "done"
 
