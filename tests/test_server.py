@@ -331,6 +331,23 @@ def test_each_decoder_streams_its_own_frames(server):
     assert made["toy"] != made["random"]  # the same latents, decoded by another codec
 
 
+def test_a_chunks_frames_go_out_as_they_are_decoded_before_its_message(server):
+    """Frames are sent as they are decoded (the first chunk in two pieces: `test_output.py`), so each chunk's
+    message follows its frames, and counts them."""
+    with connect(server.ws, proxy=None) as ws:
+        ws.send(json.dumps({"type": "start", "prompt": PROMPT, "memory": "relax", "seconds": 1, "seed": 3}))
+        receive(ws, "started")
+        sent = []  # frame indices, then "chunk <first frame> <frames>"
+        while len(sent) < 26:
+            message = ws.recv(timeout=60)
+            if isinstance(message, bytes):
+                sent.append(FRAME_HEADER.unpack_from(message)[3])
+            elif (parsed := json.loads(message))["type"] == "chunk":
+                sent.append(f"chunk {parsed['first_frame']} {parsed['frames']}")
+        receive(ws, "done")
+    assert sent == [*range(12), "chunk 0 12", *range(12, 24), "chunk 12 12"]
+
+
 def test_serve_offers_the_tiny_decoder_beside_the_wan_vae(tmp_path, monkeypatch):
     """A tiny Wan2.1 stack with a TAEHV-layout file: the page can pick either decoder; both stream Wan's frame count
     and the VAE is loaded once."""
