@@ -40,7 +40,7 @@ def test_compiled_stream_equals_eager(tiny_model, tiny_context, compiled_twin, s
     compiled = stream(compiled_twin, tiny_context, spec, 30)
     assert (compiled - eager).abs().max() <= 1e-5
     graphs = counters["stats"]["unique_graphs"]
-    assert 1 <= graphs <= 2  # the blocks' graph and the head's
+    assert 1 <= graphs <= 3  # the blocks' graph, the head's and the last block's keys/values (clean pass)
     again = stream(compiled_twin, tiny_context, spec, 45)
     assert torch.equal(again[:, :, :27], compiled[:, :, :27]) and counters["stats"]["unique_graphs"] == graphs
 

@@ -9,7 +9,7 @@ import torch.nn as nn
 from relaxforcing.memory import build_policy
 from relaxforcing.model.config import WanConfig
 from relaxforcing.model.rope import apply_rope, axis_frequencies, axis_pairs, rope_factors
-from relaxforcing.model.wan import CausalWanModel, feed_forward, sinusoidal_embedding
+from relaxforcing.model.wan import CausalWanModel, MemoryKV, SelfAttentionInputs, feed_forward, sinusoidal_embedding
 from relaxforcing.sampling import ChunkSampler, StreamSession
 
 WAN_BLOCK_KEYS = {
@@ -122,7 +122,7 @@ def test_incremental_dense_equals_full_block_causal_forward(tiny_model, tiny_con
     tiny_model.forward_chunk = recording
     chunks = list(StreamSession(sampler, tiny_context, [3, 4], (4, 4), num_frames))
     clean = torch.cat([c.latents for c in chunks], dim=2)
-    assert len(calls) == 5 * (num_frames // 3) - 1  # 4 steps per chunk + clean pass except after the last
+    assert len(calls) == 4 * (num_frames // 3)  # 4 steps per chunk (the clean pass is encode_chunk)
     worst = 0.0
     for x, t, out, start in calls:
         full_x = torch.cat([clean[:, :, :start], x], dim=2)
@@ -130,6 +130,30 @@ def test_incremental_dense_equals_full_block_causal_forward(tiny_model, tiny_con
         reference = tiny_model(full_x, full_t, tiny_context, window_frames=21 if window else None)
         worst = max(worst, (reference[:, :, start:] - out).abs().max().item())
     assert worst <= 1e-5
+
+
+def test_clean_pass_hands_out_the_keys_and_values_of_a_whole_forward(tiny_model, tiny_context):
+    """encode_chunk skips the last block's attention and all after it, yet hands out, layer by layer, the keys and
+    values the whole forward computes, bit for bit."""
+    cfg = tiny_model.config
+    grid = tiny_model.token_grid((4, 4))
+    memory_tokens = 2 * grid[0] * grid[1]
+    memory = MemoryKV(keys=torch.randn(cfg.num_layers, 2, memory_tokens, cfg.num_heads, cfg.head_dim),
+                      values=torch.randn(cfg.num_layers, 2, memory_tokens, cfg.num_heads, cfg.head_dim),
+                      rope=rope_factors(torch.tensor([0, 1]), grid, cfg.head_dim)[None])
+    x, t = torch.randn(2, 4, 3, 4, 4), torch.zeros(2, 3)
+    cross_kv = tiny_model.encode_context(tiny_context)
+    whole: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    clean: list[tuple[int, torch.Tensor, torch.Tensor]] = []
+    inputs = SelfAttentionInputs(rope=rope_factors(torch.arange(6, 9), grid, cfg.head_dim)[None], memory=memory,
+                                 capture_kv=lambda *kv: whole.append(kv))
+    with torch.no_grad():
+        tiny_model._run(x, t, cross_kv, inputs)
+        assert tiny_model.encode_chunk(x, t, cross_kv, torch.arange(6, 9), lambda *kv: clean.append(kv),
+                                       memory=memory) is None
+    assert [layer for layer, _, _ in clean] == list(range(cfg.num_layers))
+    for (_, k, v), (_, k_clean, v_clean) in zip(whole, clean, strict=True):
+        assert torch.equal(k, k_clean) and torch.equal(v, v_clean)
 
 
 def test_wrong_latent_shapes_are_rejected(tiny_model, tiny_context):

@@ -112,16 +112,19 @@ class SelfAttention(nn.Module):
         memory_rope: torch.Tensor | None = None,  # [B or 1, Lm, 2, D]
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Attention output ``[B, Lq, C]`` and this layer's un-roped keys and values ``[B, Lq, H, D]``."""
-        heads = (self.num_heads, -1)
-        q = self.norm_q(self.q(x)).unflatten(-1, heads)  # [B, Lq, H, D]
-        k = self.norm_k(self.k(x)).unflatten(-1, heads)
-        v = self.v(x).unflatten(-1, heads)
+        q = self.norm_q(self.q(x)).unflatten(-1, (self.num_heads, -1))  # [B, Lq, H, D]
+        k, v = self.keys_values(x)
         keys, values = apply_rope(k, rope), v
         if memory_k is not None:
             if memory_rope is not None:
                 memory_k = apply_rope(memory_k, memory_rope)
             keys, values = torch.cat([memory_k, keys], dim=1), torch.cat([memory_v, values], dim=1)
         return self.o(attention(apply_rope(q, rope), keys, values, mask, self.backend).flatten(2)), k, v
+
+    def keys_values(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Un-roped keys and values ``[B, Lq, H, D]`` of the tokens ``x`` ``[B, Lq, C]``."""
+        heads = (self.num_heads, -1)
+        return self.norm_k(self.k(x)).unflatten(-1, heads), self.v(x).unflatten(-1, heads)
 
 
 class CrossAttention(nn.Module):
@@ -191,20 +194,29 @@ class Block(nn.Module):
         Every input is a tensor, so one compiled graph serves all blocks, every denoising step and the clean pass
         (:meth:`CausalWanModel.compile_blocks`).
         """
-        frames = e0.shape[1]
         shift1, scale1, gate1, shift2, scale2, gate2 = (self.modulation[:, None] + e0).unbind(2)  # [B, F, C]
-
-        def per_frame(t: torch.Tensor) -> torch.Tensor:  # [B, F*T, C] -> [B, F, T, C]
-            return t.unflatten(1, (frames, -1))
-
-        y, k, v = self.self_attn(
-            (per_frame(self.norm1(x)) * (1 + scale1[:, :, None]) + shift1[:, :, None]).flatten(1, 2),
-            rope, memory_k, memory_v, mask, memory_rope)
-        x = x + (per_frame(y) * gate1[:, :, None]).flatten(1, 2)
+        y, k, v = self.self_attn(modulate(self.norm1(x), shift1, scale1), rope, memory_k, memory_v, mask,
+                                 memory_rope)
+        x = x + gated(y, gate1)
         x = x + self.cross_attn(self.norm3(x), context_kv)
-        y = feed_forward(self.ffn, (per_frame(self.norm2(x)) * (1 + scale2[:, :, None]) + shift2[:, :, None]
-                                    ).flatten(1, 2))
-        return x + (per_frame(y) * gate2[:, :, None]).flatten(1, 2), k, v
+        return x + gated(feed_forward(self.ffn, modulate(self.norm2(x), shift2, scale2)), gate2), k, v
+
+    def keys_values(self, x: torch.Tensor, e0: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Only the block's un-roped self-attention keys and values ``[B, F*T, H, D]`` (``x`` ``[B, F*T, C]``,
+        ``e0`` ``[B, F, 6, C]``): all a clean pass needs from the last block."""
+        shift1, scale1 = (self.modulation[:, None, :2] + e0[:, :, :2]).unbind(2)  # [B, F, C]
+        return self.self_attn.keys_values(modulate(self.norm1(x), shift1, scale1))
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """adaLN modulation ``x * (1 + scale) + shift`` of tokens ``x`` ``[B, F*T, C]`` by per-frame ``[B, F, C]``."""
+    frames = shift.shape[1]
+    return (x.unflatten(1, (frames, -1)) * (1 + scale[:, :, None]) + shift[:, :, None]).flatten(1, 2)
+
+
+def gated(y: torch.Tensor, gate: torch.Tensor) -> torch.Tensor:
+    """A branch's output ``y`` ``[B, F*T, C]`` scaled by its per-frame gate ``[B, F, C]``."""
+    return (y.unflatten(1, (gate.shape[1], -1)) * gate[:, :, None]).flatten(1, 2)
 
 
 class Head(nn.Module):
@@ -217,8 +229,7 @@ class Head(nn.Module):
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         """``x`` ``[B, F*T, C]``, ``e`` ``[B, F, C]`` (un-projected time embedding) -> ``[B, F*T, p*out]``."""
         shift, scale = (self.modulation[:, None] + e[:, :, None]).unbind(2)  # [B, F, C]
-        x = self.norm(x).unflatten(1, (e.shape[1], -1))
-        return self.head((x * (1 + scale[:, :, None]) + shift[:, :, None]).flatten(1, 2))
+        return self.head(modulate(self.norm(x), shift, scale))
 
 
 def use_inductor_cache() -> None:
@@ -234,6 +245,8 @@ class CompiledParts:
 
     blocks: list[Callable]
     head: Callable
+    last_keys_values: Callable
+    """The last block's :meth:`Block.keys_values` (a clean pass ends with it)."""
 
 
 class CausalWanModel(nn.Module):
@@ -277,7 +290,8 @@ class CausalWanModel(nn.Module):
         use_inductor_cache()
         options = {"fullgraph": True, "dynamic": False, "mode": mode}
         self._compiled = CompiledParts([torch.compile(block, **options) for block in self.blocks],
-                                       torch.compile(self.head, **options))
+                                       torch.compile(self.head, **options),
+                                       torch.compile(self.blocks[-1].keys_values, **options))
         device = self.patch_embedding.weight.device
         self._graphs = ForwardGraphs(self._graphed_forward, device) if cuda_graphs and device.type == "cuda" else None
 
@@ -375,9 +389,12 @@ class CausalWanModel(nn.Module):
         context_kv: list[tuple[torch.Tensor, torch.Tensor]],
         inputs: SelfAttentionInputs,
         compiled: bool = False,
-    ) -> torch.Tensor:
-        blocks, head = (self._compiled.blocks, self._compiled.head) if compiled and self.compiled else (
-            self.blocks, self.head)
+        output: bool = True,
+    ) -> torch.Tensor | None:
+        """The flow prediction ``[B, C_out, F, H, W]``; with ``output=False``, None: only ``inputs.capture_kv``
+        is wanted, so the last block stops after its keys/values and the head does not run."""
+        parts = self._compiled if compiled and self.compiled else None
+        blocks, head = (parts.blocks, parts.head) if parts else (self.blocks, self.head)
         # 1. Patch embedding: tokens in (frame, row, column) order.
         tokens = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))
         grid = tokens.shape[2:]
@@ -390,11 +407,15 @@ class CausalWanModel(nn.Module):
             own = memory.keep.new_ones(memory.keep.shape[0], tokens.shape[1])
             mask = torch.cat([memory.keep, own], dim=1)[:, None, None, :]  # [B, 1, 1, Lm + Lq]
         memory_rope = None if memory is None else memory.rope
-        for layer, block in enumerate(blocks):
+        for layer, block in enumerate(blocks if output else blocks[:-1]):
             memory_kv = (memory.keys[layer], memory.values[layer]) if memory is not None else (None, None)
             tokens, k, v = block(tokens, e0, context_kv[layer], inputs.rope, *memory_kv, mask, memory_rope)
             if inputs.capture_kv is not None:
                 inputs.capture_kv(layer, k, v)
+        if not output:
+            last_keys_values = parts.last_keys_values if parts else self.blocks[-1].keys_values
+            inputs.capture_kv(len(blocks) - 1, *last_keys_values(tokens, e0))
+            return None
         # 4. Head and unpatchify.
         return self._unpatchify(head(tokens, e), grid)
 
@@ -478,7 +499,6 @@ class CausalWanModel(nn.Module):
         context_kv: list[tuple[torch.Tensor, torch.Tensor]],
         query_positions: torch.Tensor,
         memory: MemoryKV | None = None,
-        capture_kv: KVCapture | None = None,
         compiled: bool = False,
     ) -> torch.Tensor:
         """Denoise one chunk against a memory of cached frames.
@@ -488,20 +508,40 @@ class CausalWanModel(nn.Module):
             context_kv: from :meth:`encode_context`.
             query_positions: ``[f]`` or ``[B, f]`` temporal RoPE positions of the chunk's frames.
             memory: keys/values of the attended cached frames (rotated by the memory itself), or None.
-            capture_kv: receives each layer's un-roped keys and values of this chunk (to commit it).
-            compiled: run the blocks compiled by :meth:`compile_blocks` (if they are; without ``capture_kv``,
-                replayed from a CUDA graph when the model has them); for shapes that recur.
+            compiled: run the blocks compiled by :meth:`compile_blocks` (if they are; replayed from a CUDA graph
+                when the model has them); for shapes that recur.
 
         Returns:
             ``[B, C_out, f, H, W]`` flow prediction.
         """
+        rope = self._chunk_rope(x, t, query_positions)
+        graphs = self.cuda_graphs if compiled else None
+        if graphs is not None and memory is not None and memory.keep is None:
+            return graphs([x, t, rope, memory.rope], context_kv, [memory.keys, memory.values])
+        return self._run(x, t, context_kv, SelfAttentionInputs(rope=rope, memory=memory), compiled)
+
+    def encode_chunk(
+        self,
+        x: torch.Tensor,
+        t: torch.Tensor,
+        context_kv: list[tuple[torch.Tensor, torch.Tensor]],
+        query_positions: torch.Tensor,
+        capture_kv: KVCapture,
+        memory: MemoryKV | None = None,
+        compiled: bool = False,
+    ) -> None:
+        """A chunk's clean pass: hand each layer's un-roped keys and values of the chunk's tokens to
+        ``capture_kv``, layer by layer, as :meth:`forward_chunk` computes them (same arguments). Nothing the
+        prediction alone needs runs: the last block stops after its key/value projections and the head is skipped.
+        """
+        inputs = SelfAttentionInputs(rope=self._chunk_rope(x, t, query_positions), memory=memory,
+                                     capture_kv=capture_kv)
+        self._run(x, t, context_kv, inputs, compiled, output=False)
+
+    def _chunk_rope(self, x: torch.Tensor, t: torch.Tensor, query_positions: torch.Tensor) -> torch.Tensor:
+        """Check a chunk's latents and timesteps; its tokens' rotation ``[B or 1, f*h*w, 2, D]``."""
         self.check_latents(x, t)
         grid = self.token_grid(tuple(x.shape[3:]))
         positions = query_positions if query_positions.ndim == 2 else query_positions[None]
         dtype = rotation_dtype(self.patch_embedding.weight.dtype)
-        rope = rope_factors(upload(positions, x.device), grid, self.config.head_dim, dtype)
-        graphs = self.cuda_graphs if compiled else None
-        if graphs is not None and capture_kv is None and memory is not None and memory.keep is None:
-            return graphs([x, t, rope, memory.rope], context_kv, [memory.keys, memory.values])
-        inputs = SelfAttentionInputs(rope=rope, memory=memory, capture_kv=capture_kv)
-        return self._run(x, t, context_kv, inputs, compiled)
+        return rope_factors(upload(positions, x.device), grid, self.config.head_dim, dtype)

@@ -182,8 +182,8 @@ class ChunkSampler:
         """Run the clean chunk ``x0`` ``[B, C, f, h, w]`` at t = 0 and commit its keys/values to the store."""
         start = store.num_frames
         t = torch.zeros(x0.shape[0], x0.shape[2], device=self.device)
-        self.model.forward_chunk(x0, t, cross_kv, queries, memory=memory, compiled=compiled,
-                                 capture_kv=lambda layer, k, v: store.write(layer, start, k, v))  # layer by layer
+        self.model.encode_chunk(x0, t, cross_kv, queries, lambda layer, k, v: store.write(layer, start, k, v),
+                                memory=memory, compiled=compiled)  # layer by layer
         store.advance(start + x0.shape[2])
 
     @torch.no_grad()

@@ -231,8 +231,8 @@ class StreamSession:
         keys: list[torch.Tensor] = []
         values: list[torch.Tensor] = []
         t = torch.zeros(self.batch, x.shape[2], device=self.sampler.device)
-        model.forward_chunk(x, t, cross_kv, torch.arange(start, start + x.shape[2]), memory=memory,
-                            capture_kv=lambda layer, k, v: (keys.append(k), values.append(v)))
+        model.encode_chunk(x, t, cross_kv, torch.arange(start, start + x.shape[2]),
+                           lambda layer, k, v: (keys.append(k), values.append(v)), memory=memory)
         return keys, values
 
     # ---- snapshots ----------------------------------------------------------------------------------------------
