@@ -156,6 +156,21 @@ def test_clean_pass_hands_out_the_keys_and_values_of_a_whole_forward(tiny_model,
         assert torch.equal(k, k_clean) and torch.equal(v, v_clean)
 
 
+def test_blocks_take_and_give_token_major_tokens(tiny_model, tiny_context):
+    """The token stream is [B, L, C] contiguous through every block (a channel-major view would make each block's
+    norms and residual adds read strided channels, and its output keep that layout)."""
+    layouts: list[bool] = []
+    hooks = [block.register_forward_hook(lambda _, args, out: layouts.extend([args[0].is_contiguous(),
+                                                                              out[0].is_contiguous()]))
+             for block in tiny_model.blocks]
+    try:
+        tiny_model(torch.randn(2, 4, 3, 4, 4), torch.rand(2, 3) * 1000, tiny_context)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    assert len(layouts) == 2 * tiny_model.config.num_layers and all(layouts)
+
+
 def test_wrong_latent_shapes_are_rejected(tiny_model, tiny_context):
     with pytest.raises(ValueError, match="latents must be"):
         tiny_model(torch.randn(2, 5, 3, 4, 4), torch.zeros(2, 3), tiny_context)

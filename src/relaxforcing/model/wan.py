@@ -398,7 +398,9 @@ class CausalWanModel(nn.Module):
         # 1. Patch embedding: tokens in (frame, row, column) order.
         tokens = self.patch_embedding(x.to(self.patch_embedding.weight.dtype))
         grid = tokens.shape[2:]
-        tokens = tokens.flatten(2).transpose(1, 2)  # [B, F*h*w, C]
+        # [B, F*h*w, C], token-major in memory: the transposed view would make every block (whose output keeps
+        # its input's layout) normalise and add along strided channels
+        tokens = tokens.flatten(2).transpose(1, 2).contiguous()
         # 2. Per-frame timestep modulation.
         e, e0 = self._time(t, tokens.dtype)
         # 3. Blocks: the memory enters each as tensors; keys/values of the current tokens go to capture_kv.
