@@ -272,7 +272,7 @@ class CausalWanModel(nn.Module):
 
     # ---- compilation -------------------------------------------------------------------------------------------
 
-    def compile_blocks(self, cuda_graphs: bool = True) -> None:
+    def compile_blocks(self, mode: str | None = None, cuda_graphs: bool = True) -> None:
         """Compile the blocks and the head with ``torch.compile(fullgraph=True, dynamic=False)`` for the calls that
         ask for it (``forward_chunk(..., compiled=True)``: the sampler asks at a policy's steady state).
 
@@ -281,22 +281,18 @@ class CausalWanModel(nn.Module):
         run eagerly instead of compiling a graph for each length. Inductor fuses the elementwise work around the
         matmuls and attention (float32 norms and modulation, RoPE in float32, gates, residuals). Compiled graphs
         are cached on disk (``TORCHINDUCTOR_CACHE_DIR``, default ``~/.cache/relaxforcing/inductor``), so a second
-        process starts fast. On CUDA, each reduction over the model width (the layer norms with the residual adds
-        and modulation fused in; 1536 channels, above inductor's 1024-element limit for keeping a row in registers) is
-        generated both ways, one pass with the row in registers and a looped one, and the faster is kept at its first
-        call (inductor's ``triton.multi_kernel``).
+        process starts fast.
 
         With ``cuda_graphs`` (on a CUDA model), a compiled denoising forward is also captured in a CUDA graph and
         replayed (:class:`~relaxforcing.model.graphs.ForwardGraphs`): one launch instead of hundreds; the clean pass,
         which hands its keys/values to the store layer by layer, runs the compiled blocks without a graph.
         """
         use_inductor_cache()
-        device = self.patch_embedding.weight.device
-        options = {"fullgraph": True, "dynamic": False,
-                   "options": {"triton.multi_kernel": 1} if device.type == "cuda" else None}
+        options = {"fullgraph": True, "dynamic": False, "mode": mode}
         self._compiled = CompiledParts([torch.compile(block, **options) for block in self.blocks],
                                        torch.compile(self.head, **options),
                                        torch.compile(self.blocks[-1].keys_values, **options))
+        device = self.patch_embedding.weight.device
         self._graphs = ForwardGraphs(self._graphed_forward, device) if cuda_graphs and device.type == "cuda" else None
 
     @property
