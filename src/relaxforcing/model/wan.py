@@ -276,7 +276,8 @@ class CausalWanModel(nn.Module):
         """Compile the blocks and the head with ``torch.compile(fullgraph=True, dynamic=False)`` for the calls that
         ask for it (``forward_chunk(..., compiled=True)``: the sampler asks at a policy's steady state).
 
-        The blocks share one graph (all layers, every denoising step and the clean pass: they take only tensors), so
+        The blocks share one graph (all layers, every denoising step and the clean pass, whose last block runs only
+        its key/value projections, a small graph of its own: they take only tensors), so
         a policy at steady state runs one compiled graph per shape; warm-up chunks, whose memory is still growing,
         run eagerly instead of compiling a graph for each length. Inductor fuses the elementwise work around the
         matmuls and attention (float32 norms and modulation, RoPE in float32, gates, residuals). Compiled graphs
