@@ -272,7 +272,7 @@ class CausalWanModel(nn.Module):
 
     # ---- compilation -------------------------------------------------------------------------------------------
 
-    def compile_blocks(self, mode: str | None = None, cuda_graphs: bool = True) -> None:
+    def compile_blocks(self, cuda_graphs: bool = True) -> None:
         """Compile the blocks and the head with ``torch.compile(fullgraph=True, dynamic=False)`` for the calls that
         ask for it (``forward_chunk(..., compiled=True)``: the sampler asks at a policy's steady state).
 
@@ -289,7 +289,7 @@ class CausalWanModel(nn.Module):
         which hands its keys/values to the store layer by layer, runs the compiled blocks without a graph.
         """
         use_inductor_cache()
-        options = {"fullgraph": True, "dynamic": False, "mode": mode}
+        options = {"fullgraph": True, "dynamic": False}
         self._compiled = CompiledParts([torch.compile(block, **options) for block in self.blocks],
                                        torch.compile(self.head, **options),
                                        torch.compile(self.blocks[-1].keys_values, **options))
