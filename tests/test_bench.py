@@ -8,6 +8,8 @@ import sys
 
 import pytest
 
+from relaxforcing.model.attention import auto_kernel
+
 pytestmark = pytest.mark.e2e  # a CLI subprocess generating video
 
 
@@ -39,9 +41,13 @@ def test_bench_compares_attention_kernels_side_by_side(tmp_path):
     result = subprocess.run([sys.executable, "-m", "relaxforcing", "bench", "--seconds", "2", "--policies", "relax",
                              "--attention", "auto,math", "--json", str(out)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
-    runs = json.loads(out.read_text())["results"]
+    report = json.loads(out.read_text())
+    runs = report["results"]
     assert [r["dit"] for r in runs] == ["eager", "eager, math attention"]
     assert all(r["self_attention_ms_per_chunk"] > 0 and r["e2e_fps"] > 0 for r in runs)
+    # what `auto` resolves to is named: a FlashAttention package when one imports, else PyTorch's SDPA
+    assert report["attention_auto"] == auto_kernel()
+    assert f"attention (auto): {auto_kernel()}" in result.stdout
 
 
 @pytest.mark.parametrize(("value", "message"), [

@@ -18,7 +18,7 @@ import torch
 
 from relaxforcing.codecs.base import Codec
 from relaxforcing.memory import build_policy
-from relaxforcing.model.attention import attention
+from relaxforcing.model.attention import attention, auto_kernel
 from relaxforcing.output import VideoOutput
 from relaxforcing.pipeline import VideoPipeline
 from relaxforcing.sampling import Chunk
@@ -390,7 +390,8 @@ def run_bench(
             profiles += [profile_chunk(pipe, p) for p in policies]
     report = {
         "device": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "dtype": str(pipe.model.patch_embedding.weight.dtype), "model": pipe.name,
+        "torch": torch.__version__, "attention_auto": auto_kernel(),
+        "dtype": str(pipe.model.patch_embedding.weight.dtype), "model": pipe.name,
         "latent_hw": list(pipe.latent_hw), "steps": list(pipe.schedule.steps), "compiled": pipe.model.compiled,
         "overlap": pipe.model.patch_embedding.weight.is_cuda if overlap is None else overlap,
         "results": [asdict(r) for r in results], "long": [asdict(r) for r in long_results], "profiles": profiles,
@@ -419,7 +420,8 @@ def markdown(report: dict) -> str:
     errors = ", ".join(f"{r['policy']} {r['compiled_error']:.2e}" for r in report["results"]
                        if r.get("compiled_error") is not None)
     lines = [f"compiled: {'yes (compiled vs eager, relative L2 of chunk 10: ' + errors + ')' if errors else 'no'}; "
-             f"decode overlapped with the next chunk: {'yes' if report.get('overlap') else 'no'}",
+             f"decode overlapped with the next chunk: {'yes' if report.get('overlap') else 'no'}; "
+             f"attention (auto): {report.get('attention_auto', 'PyTorch SDPA')}",
              "", head, "|---" * 18 + "|"]
     for r in report["results"] + report["long"]:
         lines.append(f"| {r['policy']} | {r.get('dit', '')} | {r['decoder']} | {r['offload']} | {r['seconds']:g} s | "

@@ -10,23 +10,32 @@ import torch
 import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+_FLASH_MODULES = {"flash_attn_interface": "FlashAttention-3", "flash_attn": "FlashAttention-2"}  # tried in order
 
-def _load_flash() -> Callable | None:
-    for module in ("flash_attn_interface", "flash_attn"):  # FA3 first, then FA2
+
+def _load_flash() -> tuple[Callable | None, str | None]:
+    """``flash_attn_func`` of the first FlashAttention package that imports, and the package's name."""
+    for module, name in _FLASH_MODULES.items():
         try:
-            return importlib.import_module(module).flash_attn_func
+            return importlib.import_module(module).flash_attn_func, name
         except (ImportError, AttributeError):
             continue
-    return None
+    return None, None
 
 
-_FLASH = _load_flash()
+_FLASH, _FLASH_NAME = _load_flash()
 
 BACKENDS: dict[str, SDPBackend | None] = {
     "auto": None, "flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
     "efficient": SDPBackend.EFFICIENT_ATTENTION, "math": SDPBackend.MATH}
 """Attention kernels by name: ``auto`` (FlashAttention-3/2 when importable, else the kernel PyTorch picks: cuDNN's
 fused attention on Hopper with torch 2.11) or one of PyTorch's scaled_dot_product_attention kernels."""
+
+
+def auto_kernel() -> str:
+    """What ``auto`` runs for half-precision CUDA tensors without a mask: the FlashAttention package that imports,
+    else PyTorch's scaled_dot_product_attention (which picks its own kernel)."""
+    return _FLASH_NAME or "PyTorch SDPA"
 
 
 def check_backend(name: str) -> str:
