@@ -421,7 +421,7 @@ def markdown(report: dict) -> str:
                        if r.get("compiled_error") is not None)
     lines = [f"compiled: {'yes (compiled vs eager, relative L2 of chunk 10: ' + errors + ')' if errors else 'no'}; "
              f"decode overlapped with the next chunk: {'yes' if report.get('overlap') else 'no'}; "
-             f"attention (auto): {report.get('attention_auto', 'PyTorch SDPA')}",
+             f"attention (auto): {report['attention_auto']}",
              "", head, "|---" * 18 + "|"]
     for r in report["results"] + report["long"]:
         lines.append(f"| {r['policy']} | {r.get('dit', '')} | {r['decoder']} | {r['offload']} | {r['seconds']:g} s | "
