@@ -48,6 +48,11 @@ def test_bench_compares_attention_kernels_side_by_side(tmp_path):
     # what `auto` resolves to is named: a FlashAttention package when one imports, else PyTorch's SDPA
     assert report["attention_auto"] == auto_kernel()
     assert f"attention (auto): {auto_kernel()}" in result.stdout
+    # the table's "rest of DiT" column is the DiT's time beside self-attention
+    for r in runs:
+        row = next(line for line in result.stdout.splitlines() if line.startswith(f"| relax | {r['dit']} |"))
+        self_attn, dit, rest = (float(cell) for cell in row.split("|")[7:10])
+        assert rest == pytest.approx(dit - self_attn, abs=0.11)
 
 
 @pytest.mark.parametrize(("value", "message"), [
