@@ -41,7 +41,8 @@ class BenchResult:
     """Keys each query attends, in frames' worth of tokens (mean over the steady chunks): less than
     ``attended_frames`` when a policy keeps only some tokens of its frames (deep)."""
     self_attention_ms_per_chunk: float
-    """SDPA over the steady-state shapes, all layers, all forwards of one chunk (projections excluded)."""
+    """The attention kernel over the steady-state shapes, all layers, all forwards of one chunk (projections
+    excluded)."""
     dit_ms_per_chunk: float
     decode_ms_per_chunk: float
     e2e_fps: float
@@ -109,8 +110,8 @@ class Timer:
 
 
 def attention_ms(pipe: VideoPipeline, key_tokens: Sequence[int], forwards: int, repeats: int = 3) -> float:
-    """Time SDPA at the chunks' shapes (queries: a chunk; keys: ``key_tokens`` of each chunk, memory and chunk) for
-    all layers/forwards; the mean over the chunks."""
+    """Time the attention kernel at the chunks' shapes (queries: a chunk; keys: ``key_tokens`` of each chunk, memory
+    and chunk) for all layers/forwards; the mean over the chunks."""
     cfg, device = pipe.model.config, pipe.model.patch_embedding.weight.device
     dtype = pipe.model.patch_embedding.weight.dtype
     h, w = pipe.model.token_grid(pipe.latent_hw)
