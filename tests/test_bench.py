@@ -36,10 +36,12 @@ def test_bench_compares_store_placements_and_measures_twenty_minutes_in(tmp_path
 
 
 def test_bench_compares_attention_kernels_side_by_side(tmp_path):
-    """``--attention auto,math`` runs the policy once per kernel, the kernel named in the DiT column."""
+    """``--attention auto,math`` runs the policy once per kernel, the kernel named in the DiT column;
+    ``--key-tokens`` also times both kernels alone at those key lengths, with their error against float32."""
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "relaxforcing", "bench", "--seconds", "2", "--policies", "relax",
-                             "--attention", "auto,math", "--json", str(out)], capture_output=True, text=True)
+                             "--attention", "auto,math", "--key-tokens", "16,96", "--json", str(out)],
+                            capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     report = json.loads(out.read_text())
     runs = report["results"]
@@ -53,6 +55,12 @@ def test_bench_compares_attention_kernels_side_by_side(tmp_path):
         row = next(line for line in result.stdout.splitlines() if line.startswith(f"| relax | {r['dit']} |"))
         self_attn, dit, rest = (float(cell) for cell in row.split("|")[7:10])
         assert rest == pytest.approx(dit - self_attn, abs=0.11)
+    sweep = report["kernel_sweep"]
+    assert [(r["keys"], r["backend"]) for r in sweep] == [(16, "auto"), (16, "math"), (96, "auto"), (96, "math")]
+    assert all(r["ms"] > 0 and r["error"] < 1e-5 and r["queries"] == sweep[0]["queries"] > 0 for r in sweep)
+    table = result.stdout[result.stdout.index("attention kernels alone"):].splitlines()
+    assert table[2] == "| keys | auto ms | math ms | auto speed-up over math | auto rel. L2 | math rel. L2 |"
+    assert [row.split(" | ")[0] for row in table[4:]] == ["| 16", "| 96"]
 
 
 @pytest.mark.parametrize(("value", "message"), [

@@ -160,8 +160,9 @@ def generate(
                                                         "(default: the first committed context frames are).")
                                 ] = False,
     only_new: Annotated[bool, typer.Option(help="With --extend: write only the new frames, not the clip.")] = False,
-    attention: Annotated[str, typer.Option(help="Attention kernel: auto, flash, cudnn, efficient or math (PyTorch "
-                                                "SDPA kernels; cudnn and efficient need CUDA).")] = "auto",
+    attention: Annotated[str, typer.Option(help="Attention kernel: auto, flash-attn (the FlashAttention package), "
+                                                "or a PyTorch SDPA kernel: flash, cudnn, efficient or math (cudnn "
+                                                "and efficient need CUDA).")] = "auto",
 ) -> None:
     """Generate videos, streaming each finished chunk into its mp4; Ctrl-C stops cleanly and can be resumed."""
     from relaxforcing.codecs.base import parse_vae_tiles
@@ -439,7 +440,10 @@ def bench(
                                                          "off, on, or off,on to compare in one run (default: as "
                                                          "the DiT, see --compile).")] = None,
     attention: Annotated[str, typer.Option(help="Attention kernel, comma-separated to compare (e.g. auto,cudnn): "
-                                                "auto, flash, cudnn, efficient or math.")] = "auto",
+                                                "auto, flash-attn, flash, cudnn, efficient or math.")] = "auto",
+    key_tokens: Annotated[str | None, typer.Option(help="Also time the --attention kernels alone at these key "
+                                                        "lengths, comma-separated (e.g. 512,2048,10920): ms per call "
+                                                        "at one chunk's queries, error against float32.")] = None,
 ) -> None:
     """Time self-attention, DiT, decode and end-to-end generation per memory policy, side by side."""
     from relaxforcing.bench.run import markdown, run_bench
@@ -468,6 +472,12 @@ def bench(
         raise ValueError(f"--vae-compile {vae_compile!r}: choose off, on or off,on")
     attentions = [check_backend(a) for a in dict.fromkeys(a.strip().lower() for a in attention.split(","))
                   if a] or ["auto"]
+    try:
+        key_lengths = [int(n) for n in (key_tokens or "").split(",") if n.strip()]
+    except ValueError:
+        raise ValueError(f"--key-tokens {key_tokens!r}: give whole numbers of keys, e.g. 512,2048") from None
+    if any(n <= 0 for n in key_lengths):
+        raise ValueError(f"--key-tokens {key_tokens!r}: key lengths must be positive")
     for flag, value in (("--seconds", seconds), ("--long-seconds", long_seconds), ("--late-seconds", late_seconds)):
         if value is not None and not (value > 0 and math.isfinite(value)):
             raise ValueError(f"{flag} must be a positive number, got {value}")
@@ -496,7 +506,7 @@ def bench(
             for variant in variants or [codec]:  # without --vae-compile: as loaded (compiled with the DiT)
                 codecs.setdefault(label + (" (compiled)" if getattr(variant, "compiled", False) else ""), variant)
     report = run_bench(pipe, names, seconds, long_seconds, json_out, profile, overlap, offloads, late_seconds,
-                       codecs, [g == "on" for g in graph_modes], attentions)
+                       codecs, [g == "on" for g in graph_modes], attentions, key_lengths)
     print(f"{report['model']} on {report['device']} ({report['dtype']}, torch {report['torch']})")
     print(markdown(report))
 

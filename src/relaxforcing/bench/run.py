@@ -9,13 +9,15 @@ import platform
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 
+from relaxforcing.bench.kernels import kernel_sweep, sweep_markdown
+from relaxforcing.bench.timer import Timer
 from relaxforcing.codecs.base import Codec
 from relaxforcing.memory import build_policy
 from relaxforcing.model.attention import attention, auto_kernel
@@ -72,41 +74,6 @@ class BenchResult:
     late: dict | None = None
     """At a late position (:func:`late_chunks`): its length in seconds, DiT ms/chunk and peak GB there (decoding
     included)."""
-
-
-class Timer:
-    """Wall-clock timing that waits for queued device work at both ends (:meth:`__call__`), or marks on the current
-    stream that time its work without waiting for it (:meth:`mark`, :meth:`between`)."""
-
-    def __init__(self, device: torch.device):
-        self.device = device
-
-    def mark(self) -> torch.cuda.Event | float:
-        """A point in the current stream's work (CUDA; reached when the work queued before it is done), or now."""
-        if self.device.type != "cuda":
-            return time.perf_counter()
-        event = torch.cuda.Event(enable_timing=True)
-        event.record()
-        return event
-
-    def between(self, began: torch.cuda.Event | float, ended: torch.cuda.Event | float) -> float:
-        """Seconds from one :meth:`mark` to a later one (waits for the later one to be reached)."""
-        if isinstance(began, float):
-            return ended - began
-        ended.synchronize()
-        return began.elapsed_time(ended) / 1e3
-
-    def sync(self) -> None:
-        """Wait for the current stream (not for a decode stream running beside it)."""
-        if self.device.type == "cuda":
-            torch.cuda.current_stream(self.device).synchronize()
-
-    def __call__(self, fn: Callable[[], object]) -> tuple[float, object]:
-        self.sync()
-        began = time.perf_counter()
-        out = fn()
-        self.sync()
-        return time.perf_counter() - began, out
 
 
 def attention_ms(pipe: VideoPipeline, key_tokens: Sequence[int], forwards: int, repeats: int = 3) -> float:
@@ -358,13 +325,14 @@ def run_bench(
     pipe: VideoPipeline, policies: Sequence[str], seconds: float, long_seconds: float | None, out_json: Path | None,
     profile: bool = False, overlap: bool | None = None, offloads: Sequence[str | None] = (None,),
     late_seconds: float | None = None, codecs: dict[str, Codec] | None = None, graphs: Sequence[bool] = (True,),
-    attentions: Sequence[str] = ("auto",),
+    attentions: Sequence[str] = ("auto",), key_tokens: Sequence[int] = (),
 ) -> dict:
     """Every policy under every offload mode, with every decoder of ``codecs`` (name -> codec; default: the
     pipeline's), every attention backend of ``attentions`` (:data:`~relaxforcing.model.attention.BACKENDS`) and
     with CUDA graphs on and/or off (``graphs``; a compiled CUDA model's only) at ``seconds`` (with
     :func:`late_chunks` at ``late_seconds``), then (if given) each again at ``long_seconds`` for memory flatness;
-    with ``profile``, a kernel profile of one steady chunk per policy and graphs setting."""
+    with ``profile``, a kernel profile of one steady chunk per policy and graphs setting; with ``key_tokens``, the
+    attention kernels alone at those key lengths (:func:`~relaxforcing.bench.kernels.kernel_sweep`)."""
     device = pipe.model.patch_embedding.weight.device
     chunk = pipe.chunk_frames
     codecs = codecs or {"default": pipe.codec}
@@ -396,6 +364,7 @@ def run_bench(
         "latent_hw": list(pipe.latent_hw), "steps": list(pipe.schedule.steps), "compiled": pipe.model.compiled,
         "overlap": pipe.model.patch_embedding.weight.is_cuda if overlap is None else overlap,
         "results": [asdict(r) for r in results], "long": [asdict(r) for r in long_results], "profiles": profiles,
+        "kernel_sweep": kernel_sweep(pipe, key_tokens, attentions) if key_tokens else [],
     }
     if out_json:
         out_json.write_text(json.dumps(report, indent=2))
@@ -459,6 +428,8 @@ def markdown(report: dict) -> str:
                       f"{prof['device_ms']:.1f} ms device time{idle_summary(prof.get('idle'))}", "",
                   "| kernel | ms | calls |", "|---|---|---|"]
         lines += [f"| `{k['name']}` | {k['ms']:.1f} | {k['calls']} |" for k in prof["top"]]
+    if report.get("kernel_sweep"):
+        lines += ["", sweep_markdown(report["kernel_sweep"])]
     return "\n".join(lines)
 
 

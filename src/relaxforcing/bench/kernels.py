@@ -1,0 +1,59 @@
+"""Attention kernels alone across key lengths: each kernel's time and error at a chunk's queries, to see where one
+overtakes another (the key length from which ``auto`` hands attention to FlashAttention)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from relaxforcing.bench.timer import Timer
+from relaxforcing.model.attention import attention
+from relaxforcing.pipeline import VideoPipeline
+
+_REFERENCE_QUERIES = 1024  # float32 reference attention in blocks of this many queries (bounded memory)
+
+
+def kernel_sweep(pipe: VideoPipeline, key_tokens: Sequence[int], backends: Sequence[str], repeats: int = 20
+                 ) -> list[dict]:
+    """Per key length and backend: ms per call of one attention at a chunk's queries (the model's heads, head size
+    and dtype, on its device) over ``key_tokens`` random keys, and the output's relative L2 distance from float32
+    attention of the same inputs."""
+    cfg, weight = pipe.model.config, pipe.model.patch_embedding.weight
+    h, w = pipe.model.token_grid(pipe.latent_hw)
+    generator = torch.Generator(weight.device).manual_seed(0)
+
+    def tokens(n: int) -> torch.Tensor:  # [1, n, H, D]
+        return torch.randn(1, n, cfg.num_heads, cfg.head_dim, generator=generator, device=weight.device,
+                           dtype=weight.dtype)
+
+    q, timer, rows = tokens(cfg.chunk_frames * h * w), Timer(weight.device), []
+    for keys in key_tokens:
+        k, v = tokens(keys), tokens(keys)
+        reference = torch.cat([attention(q[:, i:i + _REFERENCE_QUERIES].float(), k.float(), v.float(), backend="math")
+                               for i in range(0, q.shape[1], _REFERENCE_QUERIES)], dim=1)
+        for backend in backends:
+            out = attention(q, k, v, backend=backend).float()  # also the warm-up
+            calls = lambda k=k, v=v, b=backend: [attention(q, k, v, backend=b) for _ in range(repeats)]  # noqa: E731
+            seconds, _ = timer(calls)
+            rows.append({"queries": q.shape[1], "keys": keys, "backend": backend, "ms": seconds / repeats * 1e3,
+                         "error": ((out - reference).norm() / reference.norm()).item()})
+    return rows
+
+
+def sweep_markdown(rows: Sequence[dict]) -> str:
+    """One row per key length: each backend's ms per call, the speed-up of the first backend over each other one,
+    and each backend's relative L2 error."""
+    backends = list(dict.fromkeys(r["backend"] for r in rows))
+    by = {(r["keys"], r["backend"]): r for r in rows}
+    first, others = backends[0], backends[1:]
+    head = (["keys"] + [f"{b} ms" for b in backends] + [f"{first} speed-up over {b}" for b in others]
+            + [f"{b} rel. L2" for b in backends])
+    lines = [f"attention kernels alone: {rows[0]['queries']} queries (one chunk), one call", "",
+             "| " + " | ".join(head) + " |", "|---" * len(head) + "|"]
+    for keys in dict.fromkeys(r["keys"] for r in rows):
+        cells = [str(keys)] + [f"{by[keys, b]['ms']:.3f}" for b in backends]
+        cells += [f"{by[keys, b]['ms'] / by[keys, first]['ms']:.2f}x" for b in others]
+        cells += [f"{by[keys, b]['error']:.1e}" for b in backends]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
