@@ -18,7 +18,6 @@ from safetensors.torch import save_file
 from wan_fixtures import tiny_dit, write_self_forcing_pt, write_wan_dir
 
 from relaxforcing.loaders import load_toy
-from relaxforcing.model.attention import auto_kernel
 from relaxforcing.runner import generate_videos
 
 pytestmark = pytest.mark.e2e  # subprocesses, browsers, whole videos: the slow tier
@@ -50,8 +49,7 @@ def files(tmp_path: Path) -> Path:
 @pytest.mark.parametrize("args, message", [
     (["generate", PROMPT, "--memory", "bogus"], "unknown memory policy 'bogus'"),
     (["generate", PROMPT, "--memory", "relax:sink=x"], "not a valid int"),
-    (["generate", PROMPT, "--attention", "fast"],
-     "--attention 'fast': choose auto, flash-attn, flash, cudnn, efficient, math"),
+    (["generate", PROMPT, "--attention", "fast"], "--attention 'fast': choose auto, flash, cudnn, efficient, math"),
     (["generate", "a red dragon", "--seconds", "1"], "'a red dragon' names nothing the toy model can draw"),
     (["generate", "   "], "the prompt is empty"),
     (["generate"], "give exactly one of PROMPT or --prompts"),
@@ -92,12 +90,9 @@ def files(tmp_path: Path) -> Path:
     (["bench", "--offload", "none,gpu"], "--offload 'gpu': choose auto, none, history, all"),
     (["bench", "--cuda-graphs", "maybe"], "--cuda-graphs 'maybe': choose on, off or on,off"),
     (["bench", "--vae-compile", "fast"], "--vae-compile 'fast': choose off, on or off,on"),
-    (["bench", "--attention", "fast"], "--attention 'fast': choose auto, flash-attn, flash, cudnn, efficient, math"),
+    (["bench", "--attention", "fast"], "--attention 'fast': choose auto, flash, cudnn, efficient, math"),
     (["bench", "--key-tokens", "512,lots"], "--key-tokens '512,lots': give whole numbers of keys"),
     (["bench", "--key-tokens", "512,0"], "--key-tokens '512,0': key lengths must be positive"),
-    pytest.param(["bench", "--attention", "auto,flash-attn"],
-                 "--attention flash-attn: no FlashAttention package imports",
-                 marks=pytest.mark.skipif(auto_kernel() != "PyTorch SDPA", reason="a FlashAttention package imports")),
     (["sweep", "--prompts", "prompts.txt", "--out", "s", "--model", "wan9"], "unknown model preset 'wan9'"),
     (["sweep", "--prompts", "prompts.txt", "--out", "s", "--model", "wan2.1-t2v-1.3b", "--checkpoint", "x.pt"],
      "--model wan2.1-t2v-1.3b runs random weights"),

@@ -160,9 +160,8 @@ def generate(
                                                         "(default: the first committed context frames are).")
                                 ] = False,
     only_new: Annotated[bool, typer.Option(help="With --extend: write only the new frames, not the clip.")] = False,
-    attention: Annotated[str, typer.Option(help="Attention kernel: auto, flash-attn (the FlashAttention package), "
-                                                "or a PyTorch SDPA kernel: flash, cudnn, efficient or math (cudnn "
-                                                "and efficient need CUDA).")] = "auto",
+    attention: Annotated[str, typer.Option(help="Attention kernel: auto, flash, cudnn, efficient or math (PyTorch "
+                                                "SDPA kernels; cudnn and efficient need CUDA).")] = "auto",
 ) -> None:
     """Generate videos, streaming each finished chunk into its mp4; Ctrl-C stops cleanly and can be resumed."""
     from relaxforcing.codecs.base import parse_vae_tiles
@@ -440,7 +439,7 @@ def bench(
                                                          "off, on, or off,on to compare in one run (default: as "
                                                          "the DiT, see --compile).")] = None,
     attention: Annotated[str, typer.Option(help="Attention kernel, comma-separated to compare (e.g. auto,cudnn): "
-                                                "auto, flash-attn, flash, cudnn, efficient or math.")] = "auto",
+                                                "auto, flash, cudnn, efficient or math.")] = "auto",
     key_tokens: Annotated[str | None, typer.Option(help="Also time the --attention kernels alone at these key "
                                                         "lengths, comma-separated (e.g. 512,2048,10920): ms per call "
                                                         "at one chunk's queries, error against float32.")] = None,

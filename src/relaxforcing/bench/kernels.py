@@ -1,9 +1,9 @@
-"""Attention kernels alone across key lengths: each kernel's time and error at a chunk's queries, to see where one
-overtakes another (the key length from which ``auto`` hands attention to FlashAttention)."""
+"""Attention kernels alone across key lengths: each kernel's device time and error at a chunk's queries (e.g.
+FlashAttention-3 against cuDNN from text-length to dense-window-length keys)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -14,11 +14,28 @@ from relaxforcing.pipeline import VideoPipeline
 _REFERENCE_QUERIES = 1024  # float32 reference attention in blocks of this many queries (bounded memory)
 
 
+def ms_per_call(call: Callable[[], object], repeats: int, device: torch.device) -> float:
+    """Device time of one ``call``: on CUDA, ``repeats`` calls captured in one CUDA graph and replayed, so no host
+    overhead sits between the kernels (as in the compiled model's graphs); elsewhere, wall clock of ``repeats``
+    calls."""
+    timer = Timer(device)
+    if device.type != "cuda":
+        return timer(lambda: [call() for _ in range(repeats)])[0] / repeats * 1e3
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(repeats):
+            call()
+    graph.replay()  # warm-up
+    began = timer.mark()
+    graph.replay()
+    return timer.between(began, timer.mark()) / repeats * 1e3
+
+
 def kernel_sweep(pipe: VideoPipeline, key_tokens: Sequence[int], backends: Sequence[str], repeats: int = 20
                  ) -> list[dict]:
-    """Per key length and backend: ms per call of one attention at a chunk's queries (the model's heads, head size
-    and dtype, on its device) over ``key_tokens`` random keys, and the output's relative L2 distance from float32
-    attention of the same inputs."""
+    """Per key length and backend: ms per call (:func:`ms_per_call`) of one attention at a chunk's queries (the
+    model's heads, head size and dtype, on its device) over ``key_tokens`` random keys, and the output's relative L2
+    distance from float32 attention of the same inputs."""
     cfg, weight = pipe.model.config, pipe.model.patch_embedding.weight
     h, w = pipe.model.token_grid(pipe.latent_hw)
     generator = torch.Generator(weight.device).manual_seed(0)
@@ -27,16 +44,15 @@ def kernel_sweep(pipe: VideoPipeline, key_tokens: Sequence[int], backends: Seque
         return torch.randn(1, n, cfg.num_heads, cfg.head_dim, generator=generator, device=weight.device,
                            dtype=weight.dtype)
 
-    q, timer, rows = tokens(cfg.chunk_frames * h * w), Timer(weight.device), []
+    q, rows = tokens(cfg.chunk_frames * h * w), []
     for keys in key_tokens:
         k, v = tokens(keys), tokens(keys)
         reference = torch.cat([attention(q[:, i:i + _REFERENCE_QUERIES].float(), k.float(), v.float(), backend="math")
                                for i in range(0, q.shape[1], _REFERENCE_QUERIES)], dim=1)
         for backend in backends:
             out = attention(q, k, v, backend=backend).float()  # also the warm-up
-            calls = lambda k=k, v=v, b=backend: [attention(q, k, v, backend=b) for _ in range(repeats)]  # noqa: E731
-            seconds, _ = timer(calls)
-            rows.append({"queries": q.shape[1], "keys": keys, "backend": backend, "ms": seconds / repeats * 1e3,
+            ms = ms_per_call(lambda k=k, v=v, b=backend: attention(q, k, v, backend=b), repeats, weight.device)
+            rows.append({"queries": q.shape[1], "keys": keys, "backend": backend, "ms": ms,
                          "error": ((out - reference).norm() / reference.norm()).item()})
     return rows
 
