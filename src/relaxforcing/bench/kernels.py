@@ -1,8 +1,10 @@
-"""Attention kernels alone across key lengths: each kernel's device time and error at a chunk's queries (e.g.
-FlashAttention-3 against cuDNN from text-length to dense-window-length keys)."""
+"""Attention kernels alone, at a chunk's queries: the self-attention time a policy's memory costs per chunk, and
+each kernel's device time and error across key lengths (e.g. FlashAttention-3 against cuDNN from text-length to
+dense-window-length keys)."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Sequence
 
 import torch
@@ -12,6 +14,33 @@ from relaxforcing.model.attention import attention
 from relaxforcing.pipeline import VideoPipeline
 
 _REFERENCE_QUERIES = 1024  # float32 reference attention in blocks of this many queries (bounded memory)
+
+
+def head_tokens(pipe: VideoPipeline, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """``n`` random tokens ``[1, n, H, D]`` in the model's attention heads, dtype and device."""
+    cfg, weight = pipe.model.config, pipe.model.patch_embedding.weight
+    return torch.randn(1, n, cfg.num_heads, cfg.head_dim, generator=generator, device=weight.device,
+                       dtype=weight.dtype)
+
+
+def chunk_tokens(pipe: VideoPipeline) -> int:
+    """Tokens in one chunk of the pipeline's latents (the queries of every attention)."""
+    h, w = pipe.model.token_grid(pipe.latent_hw)
+    return pipe.model.config.chunk_frames * h * w
+
+
+def attention_ms(pipe: VideoPipeline, key_tokens: Sequence[int], forwards: int, repeats: int = 3) -> float:
+    """Time the attention kernel at the chunks' shapes (queries: a chunk; keys: ``key_tokens`` of each chunk, memory
+    and chunk) for all layers/forwards; the mean over the chunks."""
+    device, layers = pipe.model.patch_embedding.weight.device, pipe.model.config.num_layers
+    q, timer, total = head_tokens(pipe, chunk_tokens(pipe)), Timer(device), 0.0
+    backend = pipe.model.attention_backend
+    for length, chunks in Counter(key_tokens).items():
+        k = head_tokens(pipe, length)
+        attention(q, k, k, backend=backend)  # warm-up
+        every_layer = lambda k=k: [attention(q, k, k, backend=backend) for _ in range(layers)]  # noqa: E731
+        total += min(timer(every_layer)[0] for _ in range(repeats)) * chunks
+    return total / len(key_tokens) * forwards * 1e3
 
 
 def ms_per_call(call: Callable[[], object], repeats: int, device: torch.device) -> float:
@@ -36,22 +65,16 @@ def kernel_sweep(pipe: VideoPipeline, key_tokens: Sequence[int], backends: Seque
     """Per key length and backend: ms per call (:func:`ms_per_call`) of one attention at a chunk's queries (the
     model's heads, head size and dtype, on its device) over ``key_tokens`` random keys, and the output's relative L2
     distance from float32 attention of the same inputs."""
-    cfg, weight = pipe.model.config, pipe.model.patch_embedding.weight
-    h, w = pipe.model.token_grid(pipe.latent_hw)
-    generator = torch.Generator(weight.device).manual_seed(0)
-
-    def tokens(n: int) -> torch.Tensor:  # [1, n, H, D]
-        return torch.randn(1, n, cfg.num_heads, cfg.head_dim, generator=generator, device=weight.device,
-                           dtype=weight.dtype)
-
-    q, rows = tokens(cfg.chunk_frames * h * w), []
+    device = pipe.model.patch_embedding.weight.device
+    generator = torch.Generator(device).manual_seed(0)
+    q, rows = head_tokens(pipe, chunk_tokens(pipe), generator), []
     for keys in key_tokens:
-        k, v = tokens(keys), tokens(keys)
+        k, v = head_tokens(pipe, keys, generator), head_tokens(pipe, keys, generator)
         reference = torch.cat([attention(q[:, i:i + _REFERENCE_QUERIES].float(), k.float(), v.float(), backend="math")
                                for i in range(0, q.shape[1], _REFERENCE_QUERIES)], dim=1)
         for backend in backends:
             out = attention(q, k, v, backend=backend).float()  # also the warm-up
-            ms = ms_per_call(lambda k=k, v=v, b=backend: attention(q, k, v, backend=b), repeats, weight.device)
+            ms = ms_per_call(lambda k=k, v=v, b=backend: attention(q, k, v, backend=b), repeats, device)
             rows.append({"queries": q.shape[1], "keys": keys, "backend": backend, "ms": ms,
                          "error": ((out - reference).norm() / reference.norm()).item()})
     return rows

@@ -8,7 +8,6 @@ import math
 import platform
 import tempfile
 import time
-from collections import Counter
 from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import asdict, dataclass
@@ -16,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from relaxforcing.bench.kernels import kernel_sweep, sweep_markdown
+from relaxforcing.bench.kernels import attention_ms, kernel_sweep, sweep_markdown
 from relaxforcing.bench.timer import Timer
 from relaxforcing.codecs.base import Codec
 from relaxforcing.memory import build_policy
-from relaxforcing.model.attention import attention, auto_kernel
+from relaxforcing.model.attention import auto_kernel
 from relaxforcing.output import VideoOutput
 from relaxforcing.pipeline import VideoPipeline
 from relaxforcing.sampling import Chunk
@@ -74,24 +73,6 @@ class BenchResult:
     late: dict | None = None
     """At a late position (:func:`late_chunks`): its length in seconds, DiT ms/chunk and peak GB there (decoding
     included)."""
-
-
-def attention_ms(pipe: VideoPipeline, key_tokens: Sequence[int], forwards: int, repeats: int = 3) -> float:
-    """Time the attention kernel at the chunks' shapes (queries: a chunk; keys: ``key_tokens`` of each chunk, memory
-    and chunk) for all layers/forwards; the mean over the chunks."""
-    cfg, device = pipe.model.config, pipe.model.patch_embedding.weight.device
-    dtype = pipe.model.patch_embedding.weight.dtype
-    h, w = pipe.model.token_grid(pipe.latent_hw)
-    q = torch.randn(1, cfg.chunk_frames * h * w, cfg.num_heads, cfg.head_dim, device=device, dtype=dtype)
-    timer = Timer(device)
-    total = 0.0
-    backend = pipe.model.attention_backend
-    for length, chunks in Counter(key_tokens).items():
-        k = torch.randn(1, length, cfg.num_heads, cfg.head_dim, device=device, dtype=dtype)
-        attention(q, k, k, backend=backend)  # warm-up
-        layers = lambda k=k: [attention(q, k, k, backend=backend) for _ in range(cfg.num_layers)]  # noqa: E731
-        total += min(timer(layers)[0] for _ in range(repeats)) * chunks
-    return total / len(key_tokens) * forwards * 1e3
 
 
 def bench_policy(
